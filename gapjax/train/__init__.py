@@ -1,0 +1,16 @@
+"""Training core: the state pytree, jitted train/eval steps, the run loop.
+
+Public API:
+  * :class:`TrainState`, :func:`init_train_state`, :func:`step_key`
+  * :func:`train_step_fn` (un-jitted, vmappable), :func:`make_train_step`,
+    :func:`make_eval_step`, :func:`global_norm`
+  * :class:`Task`, :func:`train_and_evaluate` (the periodic-eval / JSONL /
+    checkpoint / SIGTERM-safe loop)
+"""
+
+from gapjax.train._state import TrainState, init_train_state, step_key
+from gapjax.train._step import (global_norm, make_eval_step, make_train_step,
+                                train_step_fn)
+
+__all__ = ["TrainState", "init_train_state", "step_key", "global_norm",
+           "make_eval_step", "make_train_step", "train_step_fn"]
