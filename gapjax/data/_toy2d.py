@@ -31,15 +31,17 @@ class GaussianMixture:
         kc, kn = jax.random.split(key)
         comp = jax.random.categorical(kc, jnp.log(self.weights), shape=(n,))
         eps = jax.random.normal(kn, (n, self.means.shape[1]), self.means.dtype)
-        return self.means[comp] + self.stds[comp, None] * eps
+        return self.means[comp] + self.stds[comp][:, None] * eps
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """(..., D) -> (...) exact log density."""
-        d = self.means.shape[1]
-        diff = x[..., None, :] - self.means
-        sq = jnp.sum(diff**2, -1) / self.stds**2
-        logn = -0.5 * sq - d * jnp.log(self.stds) - 0.5 * d * math.log(2 * math.pi)
-        return logsumexp(logn + jnp.log(self.weights), axis=-1)
+        k, d = self.means.shape
+        lead = (1,) * (x.ndim - 1)
+        diff = x[..., None, :] - self.means.reshape(lead + (k, d))
+        stds = self.stds.reshape(lead + (k,))
+        sq = jnp.sum(diff**2, -1) / stds**2
+        logn = -0.5 * sq - d * jnp.log(stds) - 0.5 * d * math.log(2 * math.pi)
+        return logsumexp(logn + jnp.log(self.weights).reshape(lead + (k,)), axis=-1)
 
 
 def gaussian_mixture(means, stds, weights=None) -> GaussianMixture:

@@ -9,8 +9,10 @@ Public API:
 """
 
 from gapjax.train._state import TrainState, init_train_state, step_key
+from gapjax.train._loop import Task, check_workdir, train_and_evaluate
 from gapjax.train._step import (global_norm, make_eval_step, make_train_step,
                                 train_step_fn)
 
 __all__ = ["TrainState", "init_train_state", "step_key", "global_norm",
-           "make_eval_step", "make_train_step", "train_step_fn"]
+           "make_eval_step", "make_train_step", "train_step_fn", "Task",
+           "check_workdir", "train_and_evaluate"]

@@ -1,0 +1,95 @@
+"""Configs: ``configs/<name>.py`` files with ``get_config(arg=None)`` returning an
+``ml_collections.ConfigDict``, and ``key=value`` overrides that fail loudly.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``path/to/file.py[:arg]`` by calling its ``get_config(arg)``."""
+    path, _, arg = str(spec).partition(":")
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {p} does not exist")
+    mod_spec = importlib.util.spec_from_file_location(f"_gapjax_config_{p.stem}", p)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {p} defines no get_config()")
+    cfg = module.get_config(arg or None) if arg else module.get_config()
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise TypeError(f"{p}: get_config() must return an ml_collections.ConfigDict, "
+                        f"got {type(cfg).__name__}")
+    return cfg
+
+
+def _leaf_keys(cfg, prefix="") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            keys += _leaf_keys(v, f"{prefix}{k}.")
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _parse(text: str, current):
+    if isinstance(current, bool):
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected a bool (true/false), got {text!r}")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise ValueError(f"expected a {type(current).__name__}, got {text!r}") from None
+    if current is None:
+        return value
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(current)(value)
+    if isinstance(value, bool) or not isinstance(value, type(current)):
+        raise ValueError(f"expected a {type(current).__name__}, got {text!r}")
+    return value
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+    """Applies ``["a.b=value", ...]`` (or a dict) to a copy of ``cfg``.
+
+    Unknown keys and values of the wrong type raise ValueError listing the
+    valid keys / the expected type.
+    """
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    items = overrides.items() if isinstance(overrides, dict) else (
+        o.split("=", 1) if "=" in o else (o, None) for o in overrides)
+    valid = _leaf_keys(cfg)
+    for key, text in items:
+        if text is None:
+            raise ValueError(f"override {key!r} must look like key=value")
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        current = node[leaf]
+        try:
+            value = _parse(str(text), current) if not isinstance(text, type(current)) \
+                or isinstance(text, str) else text
+        except ValueError as e:
+            raise ValueError(f"config key {key!r}: {e}") from None
+        node[leaf] = value
+    return cfg

@@ -1,0 +1,168 @@
+"""GPT-2-style decoder predicting a mean and a standard deviation in context."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+POS_ENCODINGS = ("learned", "none")
+SCALE_HEADS = ("softplus", "log_variance")
+
+# (n_layer, n_head, n_embd). "official" is the paper's GPT-2 configuration.
+PRESETS = {
+    "official": (12, 8, 256),
+    "small": (6, 4, 128),
+    "tiny": (3, 4, 64),
+}
+
+
+def interleave(xs: jax.Array, ys: jax.Array) -> jax.Array:
+    """Tokens ``x_1, (y_1, 0..0), x_2, (y_2, 0..0), ...``: ``(B, 2T, d)``."""
+    y_tok = jnp.zeros_like(xs).at[..., 0].set(ys)
+    b, t, d = xs.shape
+    return jnp.stack([xs, y_tok], axis=2).reshape(b, 2 * t, d)
+
+
+def attention_mask(num_tokens: int, window: int | None) -> jax.Array:
+    """Boolean ``(2T, 2T)`` mask: causal, and with ``window = S`` a sliding window.
+
+    With window ``S`` the token of ``x_t`` sees the ``S`` previous pairs
+    ``(x_{t-S}, y_{t-S}) .. (x_{t-1}, y_{t-1})`` and itself, i.e. the last
+    ``2 S + 1`` tokens (one layer; depth widens the receptive field).
+    """
+    i = jnp.arange(num_tokens)[:, None]
+    j = jnp.arange(num_tokens)[None, :]
+    mask = j <= i
+    if window is not None:
+        mask = mask & (i - j <= 2 * window)
+    return mask
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block (attention + 4x GELU MLP)."""
+
+    n_head: int
+    window: int | None = None
+
+    @nn.compact
+    def __call__(self, h):
+        b, n, e = h.shape
+        hd = e // self.n_head
+        init = nn.initializers.normal(0.02)
+        a = nn.LayerNorm(epsilon=1e-5, name="ln_1")(h)
+        qkv = nn.Dense(3 * e, kernel_init=init, name="c_attn")(a)
+        q, k, v = jnp.split(qkv.reshape(b, n, 3, self.n_head, hd), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(hd).astype(h.dtype)
+        mask = attention_mask(n, self.window)
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+        att = jax.nn.softmax(logits, axis=-1)
+        o = jnp.einsum("bhqk,bkhc->bqhc", att, v).reshape(b, n, e)
+        h = h + nn.Dense(e, kernel_init=init, name="c_proj")(o)
+        m = nn.LayerNorm(epsilon=1e-5, name="ln_2")(h)
+        m = nn.Dense(4 * e, kernel_init=init, name="c_fc")(m)
+        m = jax.nn.gelu(m, approximate=True)
+        return h + nn.Dense(e, kernel_init=init, name="mlp_proj")(m)
+
+
+class ICLTransformer(nn.Module):
+    """Decoder transformer for in-context mean and variance prediction.
+
+    Call: ``mu, sigma = model.apply(variables, xs, ys)`` with ``xs (B, T, d)``,
+    ``ys (B, T)``; returns ``mu (B, T)``, ``sigma (B, T)``: the prediction of
+    ``y_t`` from ``x_t`` and the ``t`` earlier pairs, read out at the x-tokens.
+
+    Attributes:
+      n_dims: covariate dimension ``d``.
+      n_positions: maximum number of ``(x, y)`` pairs (prompts longer raise).
+      n_embd, n_layer, n_head: width, depth, heads (see :data:`PRESETS`).
+      pos_encoding: ``"learned"`` (GPT-2 position embeddings over ``2T`` tokens)
+        or ``"none"`` (causal masking only).
+      window: context window ``S`` in pairs (sliding-window attention) or None.
+      scale_head: ``"softplus"`` (``sigma = softplus(s)``, the paper) or
+        ``"log_variance"`` (``sigma = exp(s / 2)``).
+    """
+
+    n_dims: int
+    n_positions: int
+    n_embd: int = 64
+    n_layer: int = 3
+    n_head: int = 4
+    pos_encoding: str = "learned"
+    window: int | None = None
+    scale_head: str = "softplus"
+
+    def __post_init__(self):
+        for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head "
+                             f"({self.n_head})")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got "
+                             f"{self.pos_encoding!r}")
+        if self.scale_head not in SCALE_HEADS:
+            raise ValueError(f"scale_head must be one of {SCALE_HEADS}, got "
+                             f"{self.scale_head!r}")
+        if self.window is not None and (isinstance(self.window, bool)
+                                        or not isinstance(self.window, int)
+                                        or self.window < 1):
+            raise ValueError(f"window must be None or a positive int, got {self.window!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, xs, ys):
+        check_prompt(xs, ys, self.n_dims, self.n_positions)
+        tokens = interleave(xs, ys)
+        init = nn.initializers.normal(0.02)
+        h = nn.Dense(self.n_embd, kernel_init=init, name="read_in")(tokens)
+        if self.pos_encoding == "learned":
+            wpe = self.param("wpe", init, (2 * self.n_positions, self.n_embd))
+            h = h + wpe[: tokens.shape[1]][None]
+        for i in range(self.n_layer):
+            h = Block(self.n_head, self.window, name=f"block_{i}")(h)
+        h = nn.LayerNorm(epsilon=1e-5, name="ln_f")(h)
+        out = nn.Dense(2, kernel_init=init, name="read_out")(h[:, ::2])
+        mu, s = out[..., 0], out[..., 1]
+        if self.scale_head == "softplus":
+            sigma = jax.nn.softplus(s)
+        else:
+            sigma = jnp.exp(0.5 * s)
+        return mu, sigma
+
+
+def check_prompt(xs, ys, n_dims: int, n_positions: int | None = None) -> None:
+    """Raises ValueError on a malformed prompt (shapes are static under jit)."""
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape (batch, T, d), got {xs.shape}")
+    if xs.shape[-1] != n_dims:
+        raise ValueError(f"xs has covariate dimension {xs.shape[-1]} but the model "
+                         f"expects d = {n_dims}")
+    if ys.shape != xs.shape[:2]:
+        raise ValueError(f"ys must have shape {xs.shape[:2]} (batch, T), got {ys.shape}")
+    if n_positions is not None and xs.shape[1] > n_positions:
+        raise ValueError(f"prompt of {xs.shape[1]} pairs is longer than the model's "
+                         f"maximum n_positions = {n_positions}")
+    for name, a in (("xs", xs), ("ys", ys)):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name} must be floating point, got {a.dtype}")
+
+
+def make_model(preset: str, n_dims: int, n_positions: int, **kwargs) -> ICLTransformer:
+    """An :class:`ICLTransformer` from a named preset (``official``, ``small``, ``tiny``)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    n_layer, n_head, n_embd = PRESETS[preset]
+    return ICLTransformer(n_dims=n_dims, n_positions=n_positions, n_layer=n_layer,
+                          n_head=n_head, n_embd=n_embd, **kwargs)
+
+
+def model_config(model: ICLTransformer) -> dict:
+    """The module's hyper-parameters as a dict (for logs)."""
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+            if f.name not in ("parent", "name")}

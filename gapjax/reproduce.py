@@ -1,0 +1,86 @@
+"""The main job: quick (or full) reproduction of every registered experiment.
+
+    python -m gapjax.reproduce --quick --out DIR [--only ghost_bn,flow,...]
+
+Runs ``experiments/<name>.py:run(out_dir, quick)`` for every name in
+:data:`gapjax.report.EXPERIMENTS` (or those given), and writes
+``DIR/report.md`` (claim, measured, target, PASS/FAIL, figure) and
+``DIR/report.json`` (list of objects with ``experiment``, ``claim``,
+``measured``, ``target``, ``passed``). An experiment that crashes is reported
+as one FAIL row with the error, and the others still run; the exit code is 1
+if any experiment crashed, else 0 (a FAIL claim is a result, not a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pathlib
+import platform
+import sys
+import time
+import traceback
+
+import jax
+
+from gapjax.report import EXPERIMENTS, Claim, write_report
+
+
+def run_experiments(names, out: pathlib.Path, quick: bool) -> tuple[list[Claim], dict, bool]:
+    rows, timings, crashed = [], {}, False
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[reproduce] {name} ({'quick' if quick else 'full'}) ...", flush=True)
+        try:
+            module = importlib.import_module(f"experiments.{name}")
+            got = list(module.run(out, quick=quick))
+            if not got:
+                raise RuntimeError("experiment returned no claims")
+        except Exception as e:  # report and go on with the next experiment
+            traceback.print_exc()
+            crashed = True
+            got = [Claim(name, "experiment ran to completion", f"{type(e).__name__}: {e}",
+                         "no exception", False)]
+        timings[name] = time.perf_counter() - t0
+        rows += got
+        n_pass = sum(bool(r.passed) for r in got)
+        print(f"[reproduce] {name}: {n_pass}/{len(got)} claims PASS "
+              f"in {timings[name]:.0f} s", flush=True)
+    return rows, timings, crashed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gapjax.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="quick settings (default)")
+    mode.add_argument("--full", action="store_true", help="paper-scale settings")
+    ap.add_argument("--out", required=True, help="output folder (its parent must exist)")
+    ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(EXPERIMENTS))
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        ap.error(f"unknown experiment(s) {unknown}; valid: {', '.join(EXPERIMENTS)}")
+    out = pathlib.Path(args.out).absolute()
+    if not out.parent.is_dir():
+        ap.error(f"--out parent {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    quick = not args.full
+    t0 = time.perf_counter()
+    rows, timings, crashed = run_experiments(names, out, quick)
+    total = time.perf_counter() - t0
+    header = (f"Mode: {'quick' if quick else 'full'}; jax {jax.__version__} on "
+              f"{jax.default_backend()} ({jax.device_count()} device(s)), "
+              f"{platform.machine()}; total {total:.0f} s; per experiment: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    md, js = write_report(rows, out, header)
+    (out / "timings.json").write_text(json.dumps({"total_s": total, **timings}, indent=1))
+    n_pass = sum(bool(r.passed) for r in rows)
+    print(f"[reproduce] {n_pass}/{len(rows)} claims PASS; report: {md} (and {js.name})")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Runs one experiment's training/evaluation entry.
+
+    python -m gapjax.run <experiment> --config configs/<experiment>.py[:arg] \
+        --workdir DIR [--resume] [--config.key=value ...]
+
+``<experiment>`` is one of :data:`gapjax.report.EXPERIMENTS`; the module
+``experiments/<experiment>.py`` provides ``main(config, workdir) -> dict``.
+Writes ``config.json`` before and ``summary.json`` after the run (the method
+writes ``metrics.jsonl`` and ``figures/*.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from gapjax.config import apply_overrides, load_config
+from gapjax.report import EXPERIMENTS, _jsonable
+from gapjax.train import check_workdir
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m gapjax.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", choices=EXPERIMENTS)
+    ap.add_argument("--config", required=True, help="configs/<name>.py[:arg]")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the newest good checkpoint in workdir")
+    args, rest = ap.parse_known_args(argv)
+    overrides = []
+    for r in rest:
+        if not r.startswith("--config."):
+            ap.error(f"unrecognised argument {r!r} (overrides look like --config.key=value)")
+        overrides.append(r[len("--config."):])
+    return args, overrides
+
+
+def main(argv=None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config = apply_overrides(load_config(args.config), overrides)
+    if args.resume:
+        if "resume" not in config:
+            raise ValueError(f"--resume given but config {args.config} has no 'resume' key")
+        config.resume = True
+    workdir = check_workdir(args.workdir)
+    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
+    module = importlib.import_module(f"experiments.{args.experiment}")
+    summary = module.main(config, workdir)
+    if not (workdir / "summary.json").exists() or summary:
+        (workdir / "summary.json").write_text(json.dumps(_jsonable(summary or {}), indent=1))
+    print(f"run finished: {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Configs, overrides and the runner's argument checks."""
+
+import ml_collections
+import pytest
+
+from gapjax.config import apply_overrides, load_config
+from gapjax.run import main as run_main
+
+
+def _cfg():
+    c = ml_collections.ConfigDict()
+    c.lr = 0.1
+    c.steps = 10
+    c.name = "a"
+    c.flag = False
+    c.widths = (8, 8)
+    c.opt = ml_collections.ConfigDict({"momentum": 0.9})
+    return c
+
+
+def test_overrides_parse_with_the_field_type():
+    c = apply_overrides(_cfg(), ["lr=1", "steps=20", "name=b", "flag=true",
+                                 "widths=(4, 4, 4)", "opt.momentum=0.5"])
+    assert c.lr == 1.0 and isinstance(c.lr, float)
+    assert c.steps == 20 and c.name == "b" and c.flag is True
+    assert c.widths == (4, 4, 4) and c.opt.momentum == 0.5
+    assert _cfg().steps == 10  # the input is not mutated
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown config key .lrr.; valid keys: flag, lr, name, opt.momentum, steps, widths"):
+        apply_overrides(_cfg(), ["lrr=1"])
+
+
+@pytest.mark.parametrize("kv", ["steps=1.5", "steps=abc", "flag=maybe", "lr=[1]"])
+def test_wrong_type_is_rejected(kv):
+    with pytest.raises(ValueError, match="expected a"):
+        apply_overrides(_cfg(), [kv])
+
+
+def test_load_config_and_missing_file(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("import ml_collections\n"
+                 "def get_config(arg=None):\n"
+                 "    c = ml_collections.ConfigDict(); c.arg = str(arg); return c\n")
+    assert load_config(f"{f}:full").arg == "full"
+    assert load_config(str(f)).arg == "None"
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(str(tmp_path / "nope.py"))
+
+
+def test_runner_rejects_unknown_key_and_missing_parent(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("import ml_collections\n"
+                 "def get_config(arg=None):\n"
+                 "    return ml_collections.ConfigDict({'seed': 0})\n")
+    with pytest.raises(ValueError, match="valid keys: seed"):
+        run_main(["ghost_bn", "--config", str(f), "--workdir", str(tmp_path / "w"),
+                  "--config.sed=1"])
+    with pytest.raises(ValueError, match="workdir parent"):
+        run_main(["ghost_bn", "--config", str(f), "--workdir", str(tmp_path / "x" / "y")])
+    with pytest.raises(SystemExit):
+        run_main(["nomethod", "--config", str(f), "--workdir", str(tmp_path / "w")])

@@ -1,0 +1,153 @@
+"""Training core: measurements, seed vmapping, resume, SIGTERM, checkpoints."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from digits_task import make_task
+from gapjax import checkpoint as ckpt
+from gapjax.train import (init_train_state, make_train_step, train_and_evaluate,
+                          train_step_fn)
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _quad_task():
+    tx = optax.sgd(0.1)
+
+    def loss_fn(p, c, b, k):
+        return jnp.sum((p["w"] * b - 1.0) ** 2), (c, {})
+
+    return loss_fn, tx
+
+
+def test_step_measurements_match_independent_gradient():
+    loss_fn, tx = _quad_task()
+    st = init_train_state(jax.random.key(0), lambda k: {"params": {"w": jnp.full((3,), 2.0)}}, tx)
+    batch = jnp.array([1.0, 2.0, 3.0])
+    g = jax.grad(lambda p: loss_fn(p, {}, batch, None)[0])({"w": jnp.full((3,), 2.0)})["w"]
+    new, m = make_train_step(loss_fn, tx, donate=False)(st, batch)
+    # plain SGD: update = -lr * grad exactly, so the norms are tied (float32 rounding).
+    np.testing.assert_allclose(m["grad_norm"], np.linalg.norm(g), rtol=1e-6)
+    np.testing.assert_allclose(m["update_norm"], 0.1 * np.linalg.norm(g), rtol=1e-6)
+    np.testing.assert_allclose(new.params["w"], 2.0 - 0.1 * g, rtol=1e-6)
+    assert int(new.step) == 1
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    task = make_task()
+    keys = jax.random.split(jax.random.key(3), 3)
+    states = jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(keys)
+    vstep = make_train_step(task.loss_fn, task.tx, num_seeds=3, donate=False)
+    single = jax.jit(train_step_fn(task.loss_fn, task.tx))
+    batch = task.batch_fn(jax.random.key(0), 0)
+    vnew, vm = vstep(states, batch)
+    for i in range(3):
+        s = init_train_state(keys[i], task.init_fn, task.tx)
+        new, m = single(s, batch)
+        for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(vnew.params)):
+            np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m["loss"], vm["loss"][i], rtol=1e-5)
+
+
+def _cfg(**kw):
+    return dict(dict(log_every=5, eval_every=10, checkpoint_every=10, progress=False,
+                     num_devices=1), **kw)
+
+
+def _params(state):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    task = make_task()
+    straight, _ = train_and_evaluate(task, _cfg(num_steps=40), tmp_path / "a")
+    train_and_evaluate(task, _cfg(num_steps=20), tmp_path / "b")
+    resumed, summary = train_and_evaluate(task, _cfg(num_steps=40, resume=True), tmp_path / "b")
+    assert summary["step"] == 40
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "a/metrics.jsonl").read_text() == (tmp_path / "b/metrics.jsonl").read_text()
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+    task = make_task()
+    straight, _ = train_and_evaluate(task, _cfg(num_steps=30), tmp_path / "a")
+    train_and_evaluate(task, _cfg(num_steps=30), tmp_path / "b")
+    cdir = tmp_path / "b/checkpoints"
+    assert ckpt.all_steps(cdir) == [10, 20, 30]
+    latest = cdir / "0000000030"
+    victim = max((p for p in latest.rglob("*") if p.is_file() and p.name != ckpt.MANIFEST),
+                 key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncate
+    with pytest.raises(ckpt.CheckpointError, match=str(latest)):
+        ckpt.restore(latest, straight)
+    with pytest.warns(RuntimeWarning, match="0000000030"):
+        _, step = ckpt.restore_latest(cdir, straight)
+    assert step == 20
+    with pytest.warns(RuntimeWarning):
+        resumed, _ = train_and_evaluate(task, _cfg(num_steps=30, resume=True), tmp_path / "b")
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    # the corrupt folder was moved aside, not overwritten in place
+    assert any(p.name.startswith("0000000030.corrupt") for p in cdir.iterdir())
+
+
+def test_incomplete_checkpoint_is_reported(tmp_path):
+    state = {"step": jnp.zeros((), jnp.int32), "w": jnp.ones(3)}
+    path = ckpt.save(tmp_path / "c", state, step=5)
+    (path / ckpt.MANIFEST).unlink()  # as if the process died before finishing
+    with pytest.raises(ckpt.CheckpointError, match="incomplete"):
+        ckpt.restore(path, state)
+    assert ckpt.restore_latest(tmp_path / "empty", state) == (None, None)
+
+
+def test_save_never_overwrites_a_good_checkpoint(tmp_path):
+    a = {"w": jnp.ones(3)}
+    path = ckpt.save(tmp_path, a, step=1)
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    ckpt.save(tmp_path, {"w": jnp.zeros(3)}, step=1)
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    np.testing.assert_array_equal(ckpt.restore(path, a)["w"], 1.0)
+
+
+def test_keep_k_prunes_oldest(tmp_path):
+    for s in range(1, 6):
+        ckpt.save(tmp_path, {"w": jnp.full(2, float(s))}, step=s, keep=2)
+    assert ckpt.all_steps(tmp_path) == [4, 5]
+    with pytest.raises(ValueError, match="keep"):
+        ckpt.save(tmp_path, {"w": jnp.ones(2)}, step=9, keep=0)
+
+
+def test_missing_workdir_parent_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="workdir parent"):
+        train_and_evaluate(make_task(), _cfg(num_steps=1), tmp_path / "no" / "run")
+
+
+def test_sigterm_saves_and_exits_zero(tmp_path):
+    wd = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(HERE), XLA_FLAGS="")
+    proc = subprocess.Popen([sys.executable, str(HERE / "digits_task.py"), str(wd), "100000"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = wd / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.2)
+    assert metrics.exists(), "training never started"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()[-2000:]
+    summary = json.loads((wd / "summary.json").read_text())
+    assert summary["preempted"] and 0 < summary["step"] < 100000
+    assert ckpt.all_steps(wd / "checkpoints") == [summary["step"]]
+    ckpt.verify(wd / "checkpoints" / f"{summary['step']:010d}")
