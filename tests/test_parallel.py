@@ -25,6 +25,7 @@ def _run(num_devices, steps=20):
     dkey = jax.random.key(1)
     for s in range(steps):
         state, m = step(state, parallel.shard_batch(task.batch_fn(dkey, s), mesh))
+        jax.block_until_ready(m)  # one program in flight (see gapjax.train._loop)
     return state, m
 
 

@@ -154,6 +154,9 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
     batch_fn = jax.jit(task.batch_fn)
     num_steps = int(cfg["num_steps"])
     is_main = jax.process_index() == 0
+    # Faked CPU devices share one thread pool: with several steps in flight their
+    # all-reduce rendezvous can starve each other, so keep one step in flight.
+    sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
 
     def evaluate(state):
         if eval_step is None:
@@ -180,6 +183,8 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
         while step < num_steps:
             batch = parallel.shard_batch(batch_fn(data_key, step), mesh)
             state, metrics = step_fn(state, batch)
+            if sync_each_step:
+                jax.block_until_ready(metrics)
             step += 1
             steps_done += 1
             if cfg["log_every"] and (step % cfg["log_every"] == 0 or step == num_steps):
