@@ -151,3 +151,21 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert summary["preempted"] and 0 < summary["step"] < 100000
     assert ckpt.all_steps(wd / "checkpoints") == [summary["step"]]
     ckpt.verify(wd / "checkpoints" / f"{summary['step']:010d}")
+
+
+def test_train_and_evaluate_with_vmapped_seeds_matches_single_seed_runs(tmp_path):
+    task = make_task()
+    _, summ = train_and_evaluate(task, _cfg(num_steps=10, num_seeds=2), tmp_path / "v")
+    assert len(summ["train"]["loss"]) == 2 and len(summ["eval"]["acc"]) == 2
+    state, _ = train_and_evaluate(task, _cfg(num_steps=10, num_seeds=2), tmp_path / "w")
+    # seed i of the stacked run is init_train_state(split(init_key, 2)[i]):
+    init_key = jax.random.split(jax.random.key(0))[0]
+    keys = jax.random.split(init_key, 2)
+    single = jax.jit(train_step_fn(task.loss_fn, task.tx))
+    dkey = jax.random.split(jax.random.key(0))[1]
+    for i in range(2):
+        s = init_train_state(keys[i], task.init_fn, task.tx)
+        for t in range(10):
+            s, _ = single(s, task.batch_fn(dkey, t))
+        for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(state.params)):
+            np.testing.assert_allclose(a, np.asarray(b)[i], rtol=1e-5, atol=1e-6)

@@ -40,7 +40,7 @@ from gapjax.train._step import make_eval_step, make_train_step
 
 DEFAULTS = dict(seed=0, num_steps=100, eval_every=0, log_every=10,
                 checkpoint_every=0, keep_checkpoints=3, resume=False,
-                num_devices=None, progress=True)
+                num_devices=None, num_seeds=None, progress=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,10 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
       config: mapping or ConfigDict; keys (defaults): seed (0), num_steps (100),
         eval_every (0 = only at the end), log_every (10), checkpoint_every
         (0 = only at the end), keep_checkpoints (3), resume (False),
-        num_devices (None = all), progress (True: tqdm on process 0).
+        num_devices (None = all), num_seeds (None; an int S trains S seeds at
+        once in one vmapped step: the state and every measurement get a leading
+        axis of size S, the batches are shared), progress (True: tqdm on
+        process 0).
       workdir: run folder (its parent must exist).
     Returns:
       ``(state, summary)``; ``summary`` is also written to ``summary.json``.
@@ -137,7 +140,15 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
     base = jax.random.key(int(cfg["seed"]))
     init_key, data_key = jax.random.split(base)
 
-    state = init_train_state(init_key, task.init_fn, task.tx)
+    num_seeds = cfg["num_seeds"]
+    if num_seeds is None:
+        state = init_train_state(init_key, task.init_fn, task.tx)
+    else:
+        if int(num_seeds) < 1:
+            raise ValueError(f"num_seeds must be None or >= 1, got {num_seeds}")
+        num_seeds = int(num_seeds)
+        state = jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(
+            jax.random.split(init_key, num_seeds))
     state = parallel.replicate(state, mesh)
     start = 0
     metrics_path = workdir / "metrics.jsonl"
@@ -149,8 +160,9 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
     elif metrics_path.exists():
         metrics_path.unlink()
 
-    step_fn = make_train_step(task.loss_fn, task.tx, mesh=mesh)
-    eval_step = make_eval_step(task.eval_fn, mesh=mesh) if task.eval_fn else None
+    step_fn = make_train_step(task.loss_fn, task.tx, mesh=mesh, num_seeds=num_seeds)
+    eval_step = (make_eval_step(task.eval_fn, mesh=mesh, num_seeds=num_seeds)
+                 if task.eval_fn else None)
     batch_fn = jax.jit(task.batch_fn)
     num_steps = int(cfg["num_steps"])
     is_main = jax.process_index() == 0
@@ -167,9 +179,9 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
             m = _scalars(eval_step(state.params, state.collections,
                                    parallel.shard_batch(b, mesh)))
             for k, v in m.items():
-                acc[k] = acc.get(k, 0.0) + v
+                acc[k] = acc.get(k, 0.0) + np.asarray(v)
             n += 1
-        return {k: v / max(n, 1) for k, v in acc.items()}
+        return {k: (v / max(n, 1)).tolist() for k, v in acc.items()}
 
     bar = None
     if cfg["progress"] and is_main and num_steps > start:
@@ -194,7 +206,8 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
                     log.flush()
                 if bar is not None:
                     rate = steps_done / (time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{last['loss']:.4g}", steps_s=f"{rate:.1f}")
+                    bar.set_postfix(loss=f"{np.mean(last['loss']):.4g}",
+                                    steps_s=f"{rate:.1f}")
             if bar is not None:
                 bar.update(1)
             if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < num_steps:

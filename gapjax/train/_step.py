@@ -85,11 +85,14 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
 
 
 def make_eval_step(eval_fn: Callable[[Any, Any, Any], dict], *,
-                   mesh: jax.sharding.Mesh | None = None):
+                   mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None):
     """Jitted ``eval_fn(params, collections, batch) -> dict`` of measurements.
 
-    With ``mesh`` the batch is sharded on the ``"data"`` axis as in training.
+    With ``mesh`` the batch is sharded on the ``"data"`` axis as in training;
+    with ``num_seeds`` params/collections carry a leading seed axis (vmapped).
     """
+    if num_seeds is not None:
+        eval_fn = jax.vmap(eval_fn, in_axes=(0, 0, None))
     kwargs = {}
     if mesh is not None:
         from gapjax.parallel import batch_sharding, replicated
