@@ -1,0 +1,51 @@
+"""The digits experiment's wiring on a tiny config: the regimes' update counts
+and learning rates, main()'s JSON and figures, the claim rows."""
+
+import json
+import math
+
+import numpy as np
+
+from configs.ghost_bn import get_config
+from experiments import ghost_bn as exp
+
+
+def _tiny():
+    c = get_config("quick")
+    c.seeds, c.epochs, c.small_batch, c.large_batch = 2, 2, 16, 64
+    c.features, c.num_distance_points = (16,), 12
+    return c
+
+
+def test_regimes_follow_the_recipe():
+    cfg = get_config("quick")
+    regs = exp._regimes(cfg)
+    k = cfg.large_batch / cfg.small_batch
+    sb = regs["SB"][0]
+    n = 1347
+    from gapjax.ghost_bn import total_updates
+
+    # 1344 = 42 * 32 = 3 * 448 examples used per epoch: RA matches SB exactly.
+    assert total_updates(regs["LB+sqrtLR+GBN+RA"][0], n) == total_updates(sb, n) == 420
+    assert total_updates(regs["LB"][0], n) == 30
+    assert regs["LB"][0].lr == sb.lr
+    for name in ("LB+sqrtLR", "LB+sqrtLR+GBN", "LB+sqrtLR+GBN+RA"):
+        np.testing.assert_allclose([v for _, v in regs[name][0].lr],
+                                   [v * math.sqrt(k) for _, v in sb.lr], rtol=1e-12)
+    assert [g for _, g in regs.values()] == [None, None, None, 32, 32]
+    assert all(r.clip_norm == 5.0 and r.momentum == 0.9 and r.weight_decay == 1e-4
+               for r, _ in regs.values())
+
+
+def test_main_writes_json_figures_and_claims(tmp_path):
+    summary = exp.main(_tiny(), tmp_path)
+    data = json.loads((tmp_path / "ghost_bn.json").read_text())
+    assert set(data["runs"]) == set(exp.RUNS)
+    ups = {k: v["updates"] for k, v in data["runs"].items()}
+    assert ups["SB"] == ups["LB+sqrtLR+GBN+RA"] == 168 and ups["LB"] == 42
+    for r in data["runs"].values():
+        acc = np.asarray(r["test_acc"])
+        assert acc.shape == (2,) and np.all((acc >= 0) & (acc <= 1))
+    assert len(summary["claims"]) == 6
+    for c in summary["claims"]:
+        assert (tmp_path / c["figure"]).exists() and isinstance(c["passed"], bool)
