@@ -25,9 +25,9 @@ def get_config(arg=None):
         raise ValueError(f"config arg must be 'quick' or 'full', got {arg!r}")
     c = ml_collections.ConfigDict()
     c.preset = preset
-    c.data_seed = 0          # train/test split and batch order
+    c.data_seed = 0          # train/test split
     c.test_fraction = 0.25   # 1347 train / 450 test
-    c.seed = 0               # base key of the per-seed initialisations
+    c.seed = 0               # base key: per-seed initialisations and batch order
     c.large_batch = 448
     c.bn_momentum = 0.9      # Flax convention; = PyTorch BatchNorm1d's default 0.1
     c.running_stats = "sequential"
@@ -39,6 +39,10 @@ def get_config(arg=None):
     c.momentum = 0.9
     c.weight_decay = 1e-4
     c.clip_norm = 5.0
+    c.num_devices = 1        # devices of the ("data",) mesh; None = all
+    c.checkpoint_every = 0   # 0: one checkpoint at the end of every run
+    c.resume = False
+    c.progress = False
     c.num_distance_points = 48  # log-spaced steps at which ||w_t - w_0|| is logged
     if preset == "quick":
         c.seeds = 4

@@ -11,7 +11,9 @@ decay 1e-4, gradient clipping at 5, several seeds vmapped in one compiled step:
   LB+sqrtLR+GBN+RA   ... and "train longer": epochs and drops * B_L / B_S
 
 Seed ``s`` uses the same initial weights in every run (paired runs); the batch
-order is a pure function of ``data_seed`` (shared by the seeds). The claims'
+order is a pure function of ``seed`` (shared by the seeds). Each run goes through
+the shared ``train_and_evaluate`` loop (metrics.jsonl with the per-layer weight
+distance at every step, checkpoints, resume) in ``<workdir>/runs/<run>``. The claims'
 targets below are fixed before anything runs (from the spec / paper).
 """
 
@@ -32,7 +34,7 @@ from gapjax.data import batch_at, load_digits
 from gapjax.ghost_bn import (BNMLP, Regime, adapt_regime, correlation, cross_entropy,
                              log_fit, lr_boundaries, make_optimizer, total_updates,
                              weight_distance)
-from gapjax.train import init_train_state, make_train_step
+from gapjax.train import Task, train_and_evaluate
 
 NAME = "ghost_bn"
 RUNS = ("SB", "LB", "LB+sqrtLR", "LB+sqrtLR+GBN", "LB+sqrtLR+GBN+RA")
@@ -75,29 +77,29 @@ def _log_steps(total: int, num: int) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, math.log10(total), num)).astype(int))
 
 
-def _shared_fns(cfg, data) -> dict:
-    """Jitted helpers shared by the five runs (compiled once per shape)."""
-    (xtr, ytr), _ = data
+def _train_accuracy_fn(cfg):
     # Inference uses the running statistics only, so the ghost size is irrelevant.
     eval_model = BNMLP(features=tuple(cfg.features), momentum=cfg.bn_momentum)
 
     @jax.jit
     @functools.partial(jax.vmap, in_axes=(0, 0, None, None))
-    def accuracy(params, coll, x, y):
-        logits = eval_model.apply({"params": params, **coll}, x, train=False)
+    def accuracy(params, batch_stats, x, y):
+        logits = eval_model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                  train=False)
         return jnp.mean(jnp.argmax(logits, -1) == y)
 
-    data_key = jax.random.key(cfg.data_seed)
-    arrays = (jnp.asarray(xtr), jnp.asarray(ytr))
-    batch = jax.jit(lambda t, bs: batch_at(data_key, t, arrays, bs), static_argnums=1)
-    return {"accuracy": accuracy, "batch": batch,
-            "distance": jax.jit(jax.vmap(weight_distance))}
+    return accuracy
 
 
-def train_run(cfg, regime: Regime, ghost: int | None, data, fns=None) -> dict:
-    """Trains ``cfg.seeds`` vmapped seeds of one run; returns its measurements."""
+def train_run(cfg, regime: Regime, ghost: int | None, data, workdir) -> dict:
+    """Trains ``cfg.seeds`` vmapped seeds of one run through the shared
+    :func:`gapjax.train.train_and_evaluate` loop (``metrics.jsonl``, checkpoint,
+    ``summary.json`` in ``workdir``; resumable with ``cfg.resume``).
+
+    The initial weights ride along as the collection ``"w0"`` so that every
+    step logs the per-layer distance ``||w_t - w_0||`` (``dist/<layer>``).
+    """
     (xtr, ytr), (xte, yte) = data
-    fns = fns or _shared_fns(cfg, data)
     n = xtr.shape[0]
     model = BNMLP(features=tuple(cfg.features), ghost_batch_size=ghost,
                   momentum=cfg.bn_momentum, running_stats=cfg.running_stats)
@@ -107,44 +109,51 @@ def train_run(cfg, regime: Regime, ghost: int | None, data, fns=None) -> dict:
         raise ValueError(f"the regime {regime} makes no update on {n} examples; "
                          "increase epochs")
     bs = regime.batch_size
-
-    def loss_fn(params, coll, batch, key):
-        logits, new = model.apply({"params": params, **coll}, batch[0], mutable=["batch_stats"])
-        return cross_entropy(logits, batch[1]), (new, {})
+    arrays = (jnp.asarray(xtr), jnp.asarray(ytr))
+    accuracy = _train_accuracy_fn(cfg)
 
     def init_fn(k):
-        return model.init(k, jnp.zeros((bs, xtr.shape[1]), jnp.float32))
+        v = dict(model.init(k, jnp.zeros((bs, xtr.shape[1]), jnp.float32)))
+        return {**v, "w0": v["params"]}
 
-    keys = jax.random.split(jax.random.key(cfg.seed), cfg.seeds)
-    state = jax.vmap(lambda k: init_train_state(k, init_fn, tx))(keys)
-    params0 = jax.tree.map(jnp.copy, state.params)
-    step = make_train_step(loss_fn, tx, num_seeds=cfg.seeds)
-    get_batch, dist = functools.partial(fns["batch"], bs=bs), fns["distance"]
+    def loss_fn(params, coll, batch, key):
+        logits, new = model.apply({"params": params, "batch_stats": coll["batch_stats"]},
+                                  batch[0], mutable=["batch_stats"])
+        dist = weight_distance(params, coll["w0"])
+        return cross_entropy(logits, batch[1]), (
+            {**coll, **new}, {f"dist/{k}": v for k, v in dist.items()})
 
-    log_at = set(_log_steps(updates, cfg.num_distance_points).tolist())
-    steps_logged, dists = [], []
+    def eval_fn(params, coll, batch):
+        logits = model.apply({"params": params, "batch_stats": coll["batch_stats"]},
+                             batch[0], train=False)
+        return {"acc": jnp.mean(jnp.argmax(logits, -1) == batch[1])}
+
+    task = Task(init_fn=init_fn, loss_fn=loss_fn, tx=tx,
+                batch_fn=lambda key, t: batch_at(key, t, arrays, bs),
+                eval_fn=eval_fn, eval_batches=lambda: [(xte, yte)])
+    run_cfg = dict(seed=cfg.seed, num_steps=updates, log_every=1, eval_every=0,
+                   checkpoint_every=cfg.checkpoint_every, keep_checkpoints=2,
+                   resume=cfg.resume, num_seeds=cfg.seeds, num_devices=cfg.num_devices,
+                   progress=cfg.progress)
     t0 = time.perf_counter()
-    for t in range(updates):
-        state, metrics = step(state, get_batch(jnp.int32(t)))
-        if t + 1 in log_at:
-            steps_logged.append(t + 1)
-            dists.append(dist(state.params, params0))
-    train_loss = np.asarray(metrics["loss"])
-
-    def acc(x, y):
-        return np.asarray(fns["accuracy"](state.params, state.collections,
-                                          jnp.asarray(x), jnp.asarray(y)))
-
-    test_acc, train_acc = acc(xte, yte), acc(xtr, ytr)
+    state, summary = train_and_evaluate(task, run_cfg, workdir)
     seconds = time.perf_counter() - t0
-    layers = sorted(dists[0])
+    rows = [json.loads(ln) for ln in (pathlib.Path(workdir) / "metrics.jsonl")
+            .read_text().splitlines() if ln.strip()]
+    rows = {r["step"]: r for r in rows if r["split"] == "train"}
+    log_at = [t for t in _log_steps(updates, cfg.num_distance_points) if t in rows]
+    layers = sorted(k[len("dist/"):] for k in rows[updates] if k.startswith("dist/"))
+    bstats = state.collections["batch_stats"]
     return {
         "batch_size": bs, "ghost_batch_size": ghost, "epochs": regime.epochs,
         "lr": [list(p) for p in regime.lr], "updates": updates,
         "lr_drop_steps": lr_boundaries(regime, n)[0],
-        "test_acc": test_acc, "train_acc": train_acc, "final_train_loss": train_loss,
-        "distance_steps": np.asarray(steps_logged),
-        "distance": {k: np.stack([np.asarray(d[k]) for d in dists], 1) for k in layers},
+        "test_acc": np.asarray(summary["eval"]["acc"]),
+        "train_acc": np.asarray(accuracy(state.params, bstats, arrays[0], arrays[1])),
+        "final_train_loss": np.asarray(rows[updates]["loss"]),
+        "distance_steps": np.asarray(log_at),
+        "distance": {k: np.asarray([rows[t][f"dist/{k}"] for t in log_at]).T
+                     for k in layers},
         "seconds": seconds,
     }
 
@@ -159,15 +168,16 @@ def _se_diff(a, b) -> float:
     return math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b))
 
 
-def run_all(cfg) -> dict:
-    """All five runs; returns ``{run_name: measurements}``."""
+def run_all(cfg, workdir) -> dict:
+    """All five runs (each in ``workdir/runs/<name>``); ``{run_name: measurements}``."""
     tr, te = load_digits(flat=True, test_fraction=cfg.test_fraction, seed=cfg.data_seed)
     data = ((tr.x, tr.y), (te.x, te.y))
     if cfg.large_batch % cfg.small_batch:
         raise ValueError(f"large_batch={cfg.large_batch} must be a multiple of "
                          f"small_batch={cfg.small_batch} (= ghost_batch_size)")
-    fns = _shared_fns(cfg, data)
-    return {name: train_run(cfg, reg, ghost, data, fns)
+    runs = pathlib.Path(workdir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    return {name: train_run(cfg, reg, ghost, data, runs / name.replace("+", "_"))
             for name, (reg, ghost) in _regimes(cfg).items()}
 
 
@@ -308,14 +318,15 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[report.Claim]:
 
 def _execute(cfg, out_dir: pathlib.Path):
     t0 = time.perf_counter()
-    results = run_all(cfg)
+    results = run_all(cfg, out_dir / "ghost_bn_runs")
     claims = claims_from(results, cfg, out_dir)
     summary = _summary(results, claims, cfg, time.perf_counter() - t0)
     return summary, claims
 
 
 def main(config, workdir) -> dict:
-    """``python -m gapjax.run ghost_bn``: trains the five runs, writes
+    """``python -m gapjax.run ghost_bn``: trains the five runs (``workdir/runs/*``
+    with metrics.jsonl and checkpoints; ``--resume`` continues them), writes
     ``workdir/ghost_bn.json`` and figures under ``workdir/figures``."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -49,3 +49,22 @@ def test_main_writes_json_figures_and_claims(tmp_path):
     assert len(summary["claims"]) == 6
     for c in summary["claims"]:
         assert (tmp_path / c["figure"]).exists() and isinstance(c["passed"], bool)
+
+
+def test_runs_go_through_the_shared_loop_and_resume(tmp_path):
+    """Each run writes metrics.jsonl + a checkpoint; a resumed main() restores the
+    finished runs instead of retraining and reproduces the same accuracies."""
+    from gapjax import checkpoint
+
+    cfg = _tiny()
+    first = exp.main(cfg, tmp_path)
+    for name, r in first["runs"].items():
+        rd = tmp_path / "ghost_bn_runs" / "runs" / name.replace("+", "_")
+        lines = (rd / "metrics.jsonl").read_text().splitlines()
+        assert len([ln for ln in lines if '"train"' in ln]) == r["updates"]
+        assert checkpoint.all_steps(rd / "checkpoints") == [r["updates"]]
+    cfg.resume = True
+    again = exp.main(cfg, tmp_path)
+    for name in exp.RUNS:
+        np.testing.assert_array_equal(first["runs"][name]["test_acc"],
+                                      again["runs"][name]["test_acc"])

@@ -35,7 +35,7 @@ import optax
 
 from gapjax import checkpoint as ckpt
 from gapjax import parallel
-from gapjax.train._state import TrainState, init_train_state
+from gapjax.train._state import TrainState, init_train_state, unalias
 from gapjax.train._step import make_eval_step, make_train_step
 
 DEFAULTS = dict(seed=0, num_steps=100, eval_every=0, log_every=10,
@@ -147,8 +147,8 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
         if int(num_seeds) < 1:
             raise ValueError(f"num_seeds must be None or >= 1, got {num_seeds}")
         num_seeds = int(num_seeds)
-        state = jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(
-            jax.random.split(init_key, num_seeds))
+        state = unalias(jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(
+            jax.random.split(init_key, num_seeds)))
     state = parallel.replicate(state, mesh)
     start = 0
     metrics_path = workdir / "metrics.jsonl"

@@ -52,9 +52,28 @@ def init_train_state(rng: jax.Array, init_fn: Callable[[jax.Array], Any],
         raise ValueError(f"init_fn must return variables with a 'params' "
                          f"collection; got collections {sorted(variables)}")
     params = variables.pop("params")
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), collections=variables,
-                      rng=jax.random.key_data(k_run))
+    return unalias(TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=tx.init(params), collections=variables,
+                              rng=jax.random.key_data(k_run)))
+
+
+def unalias(tree):
+    """Copies leaves that are the same array object as an earlier leaf.
+
+    A state whose collections hold e.g. the initial params (``{"w0": params}``)
+    would otherwise pass one buffer twice to a step that donates its state.
+    Tracers are left alone (call this again on the concrete result of a vmap).
+    """
+    seen = set()
+
+    def fix(x):
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+            if id(x) in seen:
+                return jnp.copy(x)
+            seen.add(id(x))
+        return x
+
+    return jax.tree.map(fix, tree)
 
 
 def step_key(state: TrainState) -> jax.Array:
