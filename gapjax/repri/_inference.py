@@ -8,6 +8,7 @@ Everything here follows the official ``src/classifier.py`` + ``src/test.py``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -253,19 +254,24 @@ def _prepare(support_feats, support_masks, query_feats, query_valid, normalize):
 
 
 def _repri_core(support_feats, support_masks, query_feats, query_valid, pi_fg,
-                config: RePRIConfig) -> RePRIResult:
-    """Unvalidated single-task inference (traceable; ``pi_fg`` None = estimate)."""
-    K = support_feats.shape[0]
+                weights, config: RePRIConfig) -> RePRIResult:
+    """Unvalidated single-task inference (traceable; ``pi_fg`` None = estimate).
+
+    ``weights`` = ``(lambda_ce, lambda_kl, lambda_h)`` are traced values so that
+    configs differing only in their weights share one compilation; ``config``
+    supplies the static part (temperature, lr, updates, pi schedule).
+    """
     tau = config.temperature
-    l_ce, l_kl0, l_h = config.weights(K)
+    l_ce, l_kl0, l_h = weights
     fs, s_fg, s_valid, fq, q_valid = _prepare(support_feats, support_masks,
                                               query_feats, query_valid,
                                               config.normalize_features)
     dtype = fs.dtype
+    l_ce, l_kl0, l_h = (jnp.asarray(x, dtype) for x in (l_ce, l_kl0, l_h))
     clf = init_classifier(fs, s_fg, fq, tau)
     if pi_fg is None:
         pi = estimate_pi(clf, fq, q_valid, tau)
-        update_pi = config.pi_update_at is not None and l_kl0 != 0.0
+        update_pi = config.pi_update_at is not None
     else:
         pi_fg = jnp.asarray(pi_fg, dtype)
         pi = jnp.stack([1.0 - pi_fg, pi_fg])
@@ -286,15 +292,20 @@ def _repri_core(support_feats, support_masks, query_feats, query_valid, pi_fg,
                "pi_fg": pi[1], "lambda_kl": lam}
         c = jax.tree.map(lambda p, gp: p - config.lr * gp, c, g)
         if update_pi:
-            hit = (it + 1) == config.pi_update_at
+            # Official: only when the KL weight is non-zero.
+            hit = ((it + 1) == config.pi_update_at) & (l_kl0 != 0)
             pi = jnp.where(hit, estimate_pi(c, fq, q_valid, tau), pi)
             lam = jnp.where(hit, lam + 1.0, lam)
         return (c, pi, lam), rec
 
-    lam0 = jnp.asarray(l_kl0, dtype)
     iters = jnp.arange(1, config.num_updates + 1)
-    (clf, pi, lam), hist = jax.lax.scan(body, (clf, pi, lam0), iters)
+    (clf, pi, lam), hist = jax.lax.scan(body, (clf, pi, l_kl0), iters)
     return RePRIResult(clf, pi, lam, hist)
+
+
+def _static(config: RePRIConfig) -> RePRIConfig:
+    """The compile-relevant part of ``config`` (weights are traced)."""
+    return dataclasses.replace(config, lambda_ce=1.0, lambda_kl=None, lambda_h=None)
 
 
 def _predict_core(clf: Classifier, query_feats, image_size, temperature, normalize):
@@ -314,8 +325,7 @@ def _is_concrete(x) -> bool:
 
 
 def _check_float(name, x):
-    if not jnp.issubdtype(jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype,
-                          jnp.floating):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
 
 
@@ -411,10 +421,16 @@ def _check_config(config):
 # Public entry points.
 
 _core_jit = jax.jit(_repri_core, static_argnames=("config",))
-_batch_jit = jax.jit(jax.vmap(_repri_core, in_axes=(0, 0, 0, 0, 0, None)),
-                     static_argnames=("config",))
-_batch_jit_nopi = jax.jit(jax.vmap(lambda a, b, c, d, config: _repri_core(
-    a, b, c, d, None, config), in_axes=(0, 0, 0, 0, None)), static_argnames=("config",))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _batch_jit(support_feats, support_masks, query_feats, query_valid, pi_fg, weights,
+               config):
+    if pi_fg is None:
+        return jax.vmap(lambda a, b, c, d: _repri_core(a, b, c, d, None, weights, config))(
+            support_feats, support_masks, query_feats, query_valid)
+    return jax.vmap(lambda a, b, c, d, e: _repri_core(a, b, c, d, e, weights, config))(
+        support_feats, support_masks, query_feats, query_valid, pi_fg)
 
 
 def repri(support_feats, support_masks, query_feats, query_valid, *, pi=None,
@@ -444,7 +460,8 @@ def repri(support_feats, support_masks, query_feats, query_valid, *, pi=None,
     support_masks, query_valid = jnp.asarray(support_masks), jnp.asarray(query_valid)
     _validate(support_feats, support_masks, query_feats, query_valid, pi, False)
     return _core_jit(support_feats, support_masks, query_feats, query_valid,
-                     None if pi is None else jnp.asarray(pi), config=config)
+                     None if pi is None else jnp.asarray(pi),
+                     config.weights(support_feats.shape[0]), config=_static(config))
 
 
 def repri_batch(support_feats, support_masks, query_feats, query_valid, *, pi=None,
@@ -459,11 +476,9 @@ def repri_batch(support_feats, support_masks, query_feats, query_valid, *, pi=No
     support_feats, query_feats = jnp.asarray(support_feats), jnp.asarray(query_feats)
     support_masks, query_valid = jnp.asarray(support_masks), jnp.asarray(query_valid)
     _validate(support_feats, support_masks, query_feats, query_valid, pi, True)
-    if pi is None:
-        return _batch_jit_nopi(support_feats, support_masks, query_feats, query_valid,
-                               config=config)
     return _batch_jit(support_feats, support_masks, query_feats, query_valid,
-                      jnp.asarray(pi), config=config)
+                      None if pi is None else jnp.asarray(pi),
+                      config.weights(support_feats.shape[1]), config=_static(config))
 
 
 _predict_jit = jax.jit(_predict_core, static_argnames=("image_size", "temperature",

@@ -188,7 +188,7 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=start, desc=workdir.name, leave=False)
-    last, last_eval, preempted = {}, {}, False
+    last, last_eval, preempted = _last_train_row(metrics_path), {}, False
     t0, steps_done = time.perf_counter(), 0
     with _Preemption() as pre, open(metrics_path, "a") as log:
         step = start
@@ -235,6 +235,15 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
     if is_main:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return state, summary
+
+
+def _last_train_row(path: pathlib.Path) -> dict:
+    """The newest train measurements already in ``metrics.jsonl`` (for a resumed run)."""
+    if not path.exists():
+        return {}
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = [r for r in rows if r.get("split") == "train"]
+    return {k: v for k, v in rows[-1].items() if k not in ("step", "split")} if rows else {}
 
 
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:
