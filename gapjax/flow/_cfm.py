@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,14 +26,15 @@ def sinkhorn_plan(x0: jax.Array, x1: jax.Array, *, eps: float = 0.05,
                   num_iters: int = 100) -> jax.Array:
     """Entropic OT plan between two equal-size minibatches (log-domain Sinkhorn).
 
-    Squared-Euclidean cost normalised by its mean; uniform marginals ``1/B``.
+    Squared-Euclidean cost normalised by its standard deviation over the
+    batch (the plan is invariant to adding a constant, so only the spread matters); uniform marginals ``1/B``.
     Returns the (B, B) plan (rows: x0, columns: x1), which tends to a
     permutation matrix (exact OT) as ``eps -> 0``.
     """
     a = x0.reshape(x0.shape[0], -1)
     b = x1.reshape(x1.shape[0], -1)
     cost = jnp.sum((a[:, None] - b[None]) ** 2, -1)
-    cost = cost / jnp.maximum(jnp.mean(cost), 1e-12)
+    cost = cost / jnp.maximum(jnp.std(cost), 1e-12)
     n = a.shape[0]
     log_mu = -math.log(n) * jnp.ones((n,), a.dtype)
     kmat = -cost / eps

@@ -47,7 +47,7 @@ def _check_state(x, name="x0"):
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a leading batch axis, got shape {x.shape}")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name} contains NaN or inf")
     return x
 

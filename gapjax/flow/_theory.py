@@ -44,6 +44,8 @@ def gaussian_optimal_field(x, t, mu, s):
     _check_s(s)
     t = jnp.asarray(t, x.dtype)
     t = t[..., None] if t.ndim == 1 else t
+    mu = jnp.asarray(mu, x.dtype)
+    mu = mu[None] if mu.ndim == 1 else mu
     return mu + gaussian_field_slope(t, s) * (x - t * mu)
 
 
@@ -93,8 +95,8 @@ def _gmm_components(x, t, mixture):
     d = x.shape[-1]
     var = (1 - t) ** 2 + (t * mixture.stds) ** 2  # (K,)
     diff = x[:, None, :] - t * mixture.means[None]  # (B, K, D)
-    logn = (-0.5 * jnp.sum(diff**2, -1) / var - 0.5 * d * jnp.log(2 * math.pi * var))
-    return logn + jnp.log(mixture.weights), var
+    logn = (-0.5 * jnp.sum(diff**2, -1) / var[None] - 0.5 * d * jnp.log(2 * math.pi * var)[None])
+    return logn + jnp.log(mixture.weights)[None], var
 
 
 def gmm_optimal_field(x, t, mixture):

@@ -1,0 +1,42 @@
+"""Config of the flow experiment (FT-FM / ResFT-FM; arXiv 2510.02081).
+
+Launch:
+  python -m gapjax.run flow --config configs/flow.py --workdir /tmp/flow
+  python -m gapjax.run flow --config configs/flow.py:full --workdir /tmp/flow_full
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    preset = arg or "quick"
+    if preset not in ("quick", "full"):
+        raise ValueError(f"preset must be 'quick' or 'full', got {preset!r}")
+    quick = preset == "quick"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    # 2D few-step gap
+    c.toy = ml_collections.ConfigDict(dict(
+        datasets=("8gaussians",) if quick else ("8gaussians", "moons", "checkerboard", "gmm"),
+        n_steps=(1, 2, 4, 8), hidden=(64, 64, 64) if quick else (128, 128, 128),
+        pretrain_steps=1500 if quick else 10000, ft_steps=300 if quick else 2000,
+        batch_size=256, num_pairs=4096 if quick else 20000, num_eval=1000 if quick else 5000,
+        lr=2e-3, ft_lr=1e-3, res_lr=3e-3, res_rate=0.05, fm_weight=0.0,
+        perturb_norm=0.3, perturb_steps=4))
+    # Theorem 1 closed-form case
+    c.theory = ml_collections.ConfigDict(dict(
+        mu=2.0, s=0.1, hidden=(64, 64), pretrain_steps=1500 if quick else 8000,
+        n_steps=(1, 2, 4, 8, 16, 32), stiffness_s=(0.2, 0.1, 0.05, 0.02)))
+    # class-conditional digits
+    c.digits = ml_collections.ConfigDict(dict(
+        hidden=(256, 256, 256), pretrain_steps=2000 if quick else 15000,
+        ft_steps=300 if quick else 3000, batch_size=128, n_steps=(2, 4) if quick else (1, 2, 4, 8),
+        lr=1e-3, ft_lr=3e-4, res_lr=1e-3, res_rate=0.05, classifier_steps=1500,
+        samples_per_class=50 if quick else 200))
+    # two-goal imitation
+    c.policy = ml_collections.ConfigDict(dict(
+        num_demos=200 if quick else 1000, hidden=(64, 64, 64), pretrain_steps=1500 if quick else 8000,
+        ft_steps=300 if quick else 2000, batch_size=256, n_steps=(1, 2), lr=2e-3, ft_lr=1e-3,
+        res_lr=3e-3, res_rate=0.05, num_rollouts=200 if quick else 1000))
+    return c
