@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 POS_ENCODINGS = ("learned", "none")
+TOKEN_FORMATS = ("interleaved", "paired")
 SCALE_HEADS = ("softplus", "log_variance")
 
 # (n_layer, n_head, n_embd). "official" is the paper's GPT-2 configuration.
@@ -26,18 +27,34 @@ def interleave(xs: jax.Array, ys: jax.Array) -> jax.Array:
     return jnp.stack([xs, y_tok], axis=2).reshape(b, 2 * t, d)
 
 
-def attention_mask(num_tokens: int, window: int | None) -> jax.Array:
-    """Boolean ``(2T, 2T)`` mask: causal, and with ``window = S`` a sliding window.
+def pair_tokens(xs: jax.Array, ys: jax.Array) -> jax.Array:
+    """Tokens ``[x_t, x_{t-1}, y_{t-1}]`` (zeros for ``t = 0``): ``(B, T, 2d + 1)``.
 
-    With window ``S`` the token of ``x_t`` sees the ``S`` previous pairs
-    ``(x_{t-S}, y_{t-S}) .. (x_{t-1}, y_{t-1})`` and itself, i.e. the last
-    ``2 S + 1`` tokens (one layer; depth widens the receptive field).
+    One token per position carrying the query and the previous pair, so that the
+    causal prefix of token ``t`` holds exactly the pairs ``0..t-1`` and ``x_t``.
+    """
+    prev = jnp.concatenate([xs, ys[..., None]], axis=-1)
+    prev = jnp.pad(prev, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    return jnp.concatenate([xs, prev], axis=-1)
+
+
+def attention_mask(num_tokens: int, window: int | None,
+                   tokens_per_pair: int = 2) -> jax.Array:
+    """Boolean ``(N, N)`` mask: causal, and with ``window = S`` a sliding window.
+
+    With window ``S`` the query token of position ``t`` sees the ``S`` previous
+    pairs ``(x_{t-S}, y_{t-S}) .. (x_{t-1}, y_{t-1})`` and ``x_t``: the last
+    ``2 S + 1`` tokens when interleaved (``tokens_per_pair = 2``), the last
+    ``S + 1`` paired tokens (``tokens_per_pair = 1``; token ``t-S`` carries
+    ``x_{t-S}`` only as a query, its pair is ``t-S-1``, so ``S`` tokens back
+    hold pairs ``t-S..t-1``). One layer; depth widens the receptive field.
     """
     i = jnp.arange(num_tokens)[:, None]
     j = jnp.arange(num_tokens)[None, :]
     mask = j <= i
     if window is not None:
-        mask = mask & (i - j <= 2 * window)
+        span = 2 * window if tokens_per_pair == 2 else window - 1
+        mask = mask & (i - j <= span)
     return mask
 
 
@@ -46,6 +63,7 @@ class Block(nn.Module):
 
     n_head: int
     window: int | None = None
+    tokens_per_pair: int = 2
 
     @nn.compact
     def __call__(self, h):
@@ -57,7 +75,7 @@ class Block(nn.Module):
         q, k, v = jnp.split(qkv.reshape(b, n, 3, self.n_head, hd), 3, axis=2)
         q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
         logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(hd).astype(h.dtype)
-        mask = attention_mask(n, self.window)
+        mask = attention_mask(n, self.window, self.tokens_per_pair)
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
         att = jax.nn.softmax(logits, axis=-1)
         o = jnp.einsum("bhqk,bkhc->bqhc", att, v).reshape(b, n, e)
@@ -84,6 +102,10 @@ class ICLTransformer(nn.Module):
       window: context window ``S`` in pairs (sliding-window attention) or None.
       scale_head: ``"softplus"`` (``sigma = softplus(s)``, the paper) or
         ``"log_variance"`` (``sigma = exp(s / 2)``).
+      token_format: ``"interleaved"`` (the paper: ``x_t`` then ``(y_t, 0..0)``,
+        read out at x-tokens) or ``"paired"`` (one token ``[x_t, x_{t-1},
+        y_{t-1}]`` per position, see :func:`pair_tokens`; trains much faster
+        on a CPU, used by the quick/medium presets).
     """
 
     n_dims: int
@@ -94,6 +116,7 @@ class ICLTransformer(nn.Module):
     pos_encoding: str = "learned"
     window: int | None = None
     scale_head: str = "softplus"
+    token_format: str = "interleaved"
 
     def __post_init__(self):
         for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -109,6 +132,9 @@ class ICLTransformer(nn.Module):
         if self.scale_head not in SCALE_HEADS:
             raise ValueError(f"scale_head must be one of {SCALE_HEADS}, got "
                              f"{self.scale_head!r}")
+        if self.token_format not in TOKEN_FORMATS:
+            raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, got "
+                             f"{self.token_format!r}")
         if self.window is not None and (isinstance(self.window, bool)
                                         or not isinstance(self.window, int)
                                         or self.window < 1):
@@ -118,16 +144,17 @@ class ICLTransformer(nn.Module):
     @nn.compact
     def __call__(self, xs, ys):
         check_prompt(xs, ys, self.n_dims, self.n_positions)
-        tokens = interleave(xs, ys)
+        tpp = 2 if self.token_format == "interleaved" else 1
+        tokens = interleave(xs, ys) if tpp == 2 else pair_tokens(xs, ys)
         init = nn.initializers.normal(0.02)
         h = nn.Dense(self.n_embd, kernel_init=init, name="read_in")(tokens)
         if self.pos_encoding == "learned":
-            wpe = self.param("wpe", init, (2 * self.n_positions, self.n_embd))
+            wpe = self.param("wpe", init, (tpp * self.n_positions, self.n_embd))
             h = h + wpe[: tokens.shape[1]][None]
         for i in range(self.n_layer):
-            h = Block(self.n_head, self.window, name=f"block_{i}")(h)
+            h = Block(self.n_head, self.window, tpp, name=f"block_{i}")(h)
         h = nn.LayerNorm(epsilon=1e-5, name="ln_f")(h)
-        out = nn.Dense(2, kernel_init=init, name="read_out")(h[:, ::2])
+        out = nn.Dense(2, kernel_init=init, name="read_out")(h[:, ::tpp])
         mu, s = out[..., 0], out[..., 1]
         if self.scale_head == "softplus":
             sigma = jax.nn.softplus(s)
