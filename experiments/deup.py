@@ -349,13 +349,9 @@ def digits_experiment(out_dir, c, key) -> list[Claim]:
 # =========================================================================
 
 def _config(quick: bool):
-    import importlib.util
+    from configs.deup import get_config
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "deup.py"
-    spec = importlib.util.spec_from_file_location("_deup_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config("quick" if quick else "full")
+    return get_config("quick" if quick else "full")
 
 
 def _run_all(config, out_dir):

@@ -481,13 +481,9 @@ def _claims(res, config) -> list[Claim]:
 
 
 def _config(quick: bool):
-    import importlib.util
+    from configs.flow import get_config
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "flow.py"
-    spec = importlib.util.spec_from_file_location("_flow_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config("quick" if quick else "full")
+    return get_config("quick" if quick else "full")
 
 
 def _execute(config, out_dir):

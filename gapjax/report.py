@@ -97,10 +97,15 @@ def new_figure(*args, **kwargs):
 
 
 def _fmt(x) -> str:
+    """Compact text for a measured value: 4 significant digits throughout."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
     if isinstance(x, float):
         return f"{x:.4g}"
     if isinstance(x, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in x) + "]"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in x.items()) + "}"
     return str(x)
 
 
