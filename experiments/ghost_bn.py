@@ -331,6 +331,13 @@ def main(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     summary, _ = _execute(config, workdir)
+    # one metric stream for the whole workdir: every run's rows tagged with it
+    with open(workdir / "metrics.jsonl", "w") as out:
+        for name in RUNS:
+            path = workdir / "ghost_bn_runs" / "runs" / name.replace("+", "_") / "metrics.jsonl"
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    out.write(json.dumps({"run": name, **json.loads(line)}) + "\n")
     (workdir / "ghost_bn.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -38,6 +38,17 @@ def parse_args(argv):
     return args, overrides
 
 
+def _scalar_leaves(tree, prefix="") -> dict:
+    """Numeric leaves of nested dicts as ``{"a/b": value}``."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_scalar_leaves(v, f"{prefix}{k}/"))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix.rstrip("/")] = tree
+    return out
+
+
 def main(argv=None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     config = apply_overrides(load_config(args.config), overrides)
@@ -51,6 +62,11 @@ def main(argv=None) -> int:
     summary = module.main(config, workdir)
     if not (workdir / "summary.json").exists() or summary:
         (workdir / "summary.json").write_text(json.dumps(_jsonable(summary or {}), indent=1))
+    if not (workdir / "metrics.jsonl").exists():
+        # Experiments without a step-wise training loop (closed forms, scans of
+        # small fits) log their final scalar measurements as one row.
+        row = {"step": 0, "split": "final", **_scalar_leaves(_jsonable(summary or {}))}
+        (workdir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
     print(f"run finished: {workdir}")
     return 0
 

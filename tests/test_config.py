@@ -61,3 +61,20 @@ def test_runner_rejects_unknown_key_and_missing_parent(tmp_path):
         run_main(["ghost_bn", "--config", str(f), "--workdir", str(tmp_path / "x" / "y")])
     with pytest.raises(SystemExit):
         run_main(["nomethod", "--config", str(f), "--workdir", str(tmp_path / "w")])
+
+
+def test_runner_end_to_end_writes_the_run_files(tmp_path):
+    """`python -m gapjax.run scaling` on a small config: config.json, summary.json,
+    metrics.jsonl (final scalars for a closed-form experiment) and figures."""
+    import json
+    import pathlib
+
+    cfg = pathlib.Path(__file__).parents[1] / "configs" / "scaling.py"
+    wd = tmp_path / "run"
+    assert run_main(["scaling", "--config", f"{cfg}:quick", "--workdir", str(wd)]) == 0
+    for f in ("config.json", "summary.json", "metrics.jsonl"):
+        assert (wd / f).is_file(), f
+    assert json.loads((wd / "config.json").read_text())
+    row = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["split"] == "final" and len(row) > 2
+    assert list((wd / "figures").glob("*.png"))
