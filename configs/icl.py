@@ -6,8 +6,17 @@ Launch:
   python -m gapjax.run icl --config configs/icl.py:full --workdir /tmp/icl_full  # accelerator
 
 Presets:
-  quick:  d = 5, T = 16, tiny paired-token model (4x4x64), 4000 steps, a few
-          CPU minutes (the quick target: 10% of Bayes MSE, 0.1 nats).
+  quick:  d = 5, T = 16, tiny paired-token model (4x4x64), AdamW lr 3e-3,
+          100 warmup steps, cosine to 5%, batch 64, 4000 steps (the whole
+          quick experiment, sweeps included, takes about 185 s on a quiet
+          2-core machine; the quick target: 10% of Bayes MSE, 0.1 nats). Measured (seed 0, 2000 eval tasks): model/Bayes MSE 1.168,
+          NLL gap 0.094, so the MSE target is missed. Doubling the compute did
+          not close it: 7000 steps (warmup 200) gave 1.160 / 0.090, batch 128 x
+          3500 steps gave 1.150 / 0.084, and a 6x4x64 model at 4000 steps gave
+          1.224 / 0.129, each costing 230-380 CPU seconds on the shared 2-core
+          machine. The MSE gap shrinks only slowly with the number of
+          prompts seen, and doubling the cost would break the 5-minute quick
+          budget, so the quick preset stays at 4000 steps.
   medium: d = 5, T = 20, small paired-token model (6x4x128), 20k steps, CPU in
           under an hour (the spec target: 5% of Bayes MSE, 0.05 nats).
   full:   the paper: d = 8, T = 101, GPT-2 12x8x256 interleaved tokens, learned
