@@ -106,7 +106,7 @@ def exp1(cfg, out_dir):
     zmax, de_err, exp_err = 0.0, 0.0, 0.0
     opt = {}
     for j, c in enumerate(cs):
-        pnodes = gs.posterior_nodes(post, w, c, cfg.S, num=24)
+        pnodes = gs.posterior_nodes(post, w, c, cfg.S, num=cfg.num_x)
         ex = np.asarray(gs.softmax_error_averaged(pnodes, [T], ks, num_t=cfg.num_t,
                                                   num_rho=cfg.num_rho))[0]
         nodes = _de_nodes(cfg, c, cfg.n)
@@ -187,7 +187,7 @@ def exp2(cfg, out_dir):
                                     S=cfg.S, chunk_size=cfg.chunk_size)
     sim = np.asarray(mean["delta"])[0, 0]                       # [nT]
     sim_se = np.asarray(se["delta"])[0, 0]
-    nodes = gs.posterior_nodes(post, w, c, cfg.S, num=24)
+    nodes = gs.posterior_nodes(post, w, c, cfg.S, num=cfg.num_x)
     ex = np.asarray(gs.softmax_error_averaged(nodes, temps, [k], num_t=cfg.num_t,
                                               num_rho=cfg.num_rho))[:, 0]
     f = lambda T: gs.softmax_error_averaged(nodes, jnp.full((1,), T), [k], num_t=cfg.num_t,
@@ -251,8 +251,8 @@ def exp3(cfg, out_dir):
                                         chunk_size=cfg.chunk_size, with_coefficients=False)
         sim = np.asarray(mean["delta"])[:, 0, 0]
         sim_se = np.asarray(se["delta"])[:, 0, 0]
-        ex = np.asarray(gs.best_of_k_averaged(gs.posterior_nodes(post, w, 0.0, cfg.S, num=24),
-                                              ks))
+        pnodes = gs.posterior_nodes(post, w, 0.0, cfg.S, num=cfg.num_x)
+        ex = np.asarray(gs.best_of_k_averaged(pnodes, ks))
         R = float(gs.renormalized_ridge(cfg.d / n, cfg.S, cfg.sigma, cfg.gamma))
         q = float(gs.de_error_paper(R, cfg.S, cfg.w_std**2 * cfg.d, cfg.d))
         evt = np.asarray(gs.extreme_value_averaged(cfg.sigma, q, ks))

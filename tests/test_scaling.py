@@ -408,3 +408,44 @@ def test_bad_inputs():
         gs.de_nodes(1.0, 0.1, 1.0, 1.0, 1.0, 1.0, 3, kind="other")
     with pytest.raises(TypeError, match="nodes"):
         gs.best_of_k_averaged((np.ones(2),), KS)
+
+
+def test_posterior_nodes_resolve_low_temperature_feature(x64):
+    # Regression (full-size Exp2 "miss", |z| = 5.5): at low T with a strongly
+    # misspecified judge (k = 50, c = 15, T/(2 sigma^2) = 0.5, E[Delta_T^2] ~
+    # 0.04 sigma^2, the paper's scale) the per-point error rises from 0.34 to
+    # 3.8 sigma^2 within ~1 std of Delta_T. The test-point average must match an
+    # independent adaptive (scipy.quad) integral of the same per-point function
+    # over the Gaussian test-point variable; the default trapezoid rule is good
+    # to ~1e-9 relative here, Gauss-Hermite with 24 nodes (the old rule) is off
+    # by ~1%. Tolerance 1e-6 leaves margin over quad's own 1e-9 target.
+    d, S, sigma, c, k = 10, 1.0, 1e-4, 15.0, 50
+    T = 2 * sigma**2 * 0.5
+    w_T = np.linspace(-2.0, 2.0, d)
+    dw = 6.5e-5 * np.cos(np.arange(d)) / np.linalg.norm(np.cos(np.arange(d)))
+    cov = np.diag(np.linspace(0.5e-11, 1.5e-11, d))
+    post = gs.Posterior(jnp.asarray(w_T + dw), jnp.asarray(cov), jnp.asarray(sigma))
+    # Independent per-point law: Delta_T = x.dw = (S/sqrt d) ||dw|| g, and
+    # E[s^2 | g] = sigma^2 + (S^2/d) (g^2 u'Cu + tr C - u'Cu), u = dw/||dw||.
+    u = dw / np.linalg.norm(dw)
+    uCu = u @ cov @ u
+
+    def integrand(g):
+        dT = S / math.sqrt(d) * np.linalg.norm(dw) * g
+        s2 = sigma**2 + S**2 / d * (g**2 * uCu + np.trace(cov) - uCu)
+        val = float(gs.softmax_error_exact(dT, (1 + c) * dT, s2, T, (k,), num_t=512,
+                                           num_rho=48)[0])
+        return val * stats.norm.pdf(g)
+
+    # even integrand: 2 x the half line, breakpoints at the feature
+    ref = 2 * integrate.quad(integrand, 0.0, 9.0, points=[0.5, 1.0, 1.5, 2.0, 4.0],
+                             epsabs=0.0, epsrel=1e-9, limit=200)[0]
+    got = float(gs.softmax_error_averaged(gs.posterior_nodes(post, w_T, c, S), [T], (k,),
+                                          num_t=512, num_rho=48)[0, 0])
+    assert abs(got / ref - 1) < 1e-6, (got, ref)
+    old = float(gs.softmax_error_averaged(
+        gs.posterior_nodes(post, w_T, c, S, num=24, rule="hermite"), [T], (k,),
+        num_t=512, num_rho=48)[0, 0])
+    assert abs(old / ref - 1) > 1e-3, (old, ref)   # the failure mode guarded against
+    with pytest.raises(ValueError, match="rule"):
+        gs.posterior_nodes(post, w_T, c, S, rule="simpson")
