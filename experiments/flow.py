@@ -34,7 +34,7 @@ from gapjax import report
 from gapjax.data import (batch_at, checkerboard_log_prob, eight_gaussians_mixture,
                          gaussian_mixture, load_digits, sample_toy2d)
 from gapjax.report import Claim
-from gapjax.train import init_train_state, train_step_fn
+from gapjax.train import init_train_state, scan_train_steps
 
 NAME = "flow"
 # Targets, fixed before any run.
@@ -51,19 +51,11 @@ def _fit(loss_fn, params, tx, data, batch_size, steps, key):
     """``steps`` updates of ``gapjax.train.train_step_fn`` in one jitted scan;
     batches from ``batch_at(key, step, data)``. Returns (params, losses)."""
     state = init_train_state(key, lambda _: {"params": params}, tx)
-    step = train_step_fn(loss_fn, tx)
     kb = jax.random.fold_in(key, 1)
-
-    @jax.jit
-    def loop(state):
-        def body(st, _):
-            st, m = step(st, batch_at(kb, st.step, data, batch_size))
-            return st, m["loss"]
-
-        return jax.lax.scan(body, state, None, length=steps)
-
-    state, losses = loop(state)
-    return state.params, np.asarray(losses)
+    loop = jax.jit(lambda st: scan_train_steps(
+        loss_fn, tx, st, lambda t: batch_at(kb, t, data, batch_size), steps))
+    state, metrics = loop(state)
+    return state.params, np.asarray(metrics["loss"])
 
 
 def _sampler(field_fn, n_steps):

@@ -16,7 +16,8 @@ import pytest
 
 from digits_task import make_task
 from gapjax import checkpoint as ckpt
-from gapjax.train import (init_train_state, make_train_step, train_and_evaluate,
+from gapjax.train import (init_train_state, make_train_step, scan_train_steps,
+                          train_and_evaluate,
                           train_step_fn)
 
 HERE = pathlib.Path(__file__).parent
@@ -169,3 +170,19 @@ def test_train_and_evaluate_with_vmapped_seeds_matches_single_seed_runs(tmp_path
             s, _ = single(s, task.batch_fn(dkey, t))
         for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(state.params)):
             np.testing.assert_allclose(a, np.asarray(b)[i], rtol=1e-5, atol=1e-6)
+
+
+def test_scan_train_steps_equals_a_python_loop_of_steps():
+    task = make_task()
+    st0 = init_train_state(jax.random.key(5), task.init_fn, task.tx)
+    dkey = jax.random.key(2)
+    scanned, m = jax.jit(lambda s: scan_train_steps(
+        task.loss_fn, task.tx, s, lambda t: task.batch_fn(dkey, t), 5))(st0)
+    step = jax.jit(train_step_fn(task.loss_fn, task.tx))
+    s = init_train_state(jax.random.key(5), task.init_fn, task.tx)
+    for t in range(5):
+        s, mt = step(s, task.batch_fn(dkey, t))
+    assert m["loss"].shape == (5,) and int(scanned.step) == 5
+    np.testing.assert_allclose(m["loss"][-1], mt["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(scanned.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

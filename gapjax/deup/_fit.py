@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gapjax.train import init_train_state, train_step_fn
+from gapjax.train import init_train_state, scan_train_steps
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu, "gelu": nn.gelu}
 _LOSSES = ("mse", "xent", "gauss_nll")
@@ -146,13 +146,8 @@ def fit_mlp(cfg: MLPConfig, key: jax.Array, x: jax.Array, y: jax.Array,
     else:
         init_fn = lambda k: {"params": init_params}
     state = init_train_state(key, init_fn, tx)
-    step = train_step_fn(loss_fn, tx)
-
-    def body(s, _):
-        return step(s, (x, y))[0], None
-
-    state, _ = jax.lax.scan(body, state, None,
-                            length=int(cfg.steps if steps is None else steps))
+    state, _ = scan_train_steps(loss_fn, tx, state, lambda t: (x, y),
+                                int(cfg.steps if steps is None else steps))
     return state.params
 
 

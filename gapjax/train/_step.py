@@ -54,6 +54,28 @@ def train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation):
     return step
 
 
+def scan_train_steps(loss_fn: LossFn, tx: optax.GradientTransformation,
+                     state: TrainState, batch_fn: Callable[[jax.Array], Any],
+                     num_steps: int) -> tuple[TrainState, dict]:
+    """``num_steps`` updates of :func:`train_step_fn` inside one ``lax.scan``.
+
+    For small models trained in full inside a jit/vmap (fold models, ensembles,
+    fine-tuning loops). ``batch_fn(step) -> batch`` receives the traced step
+    counter (e.g. ``lambda t: batch_at(key, t, data, bs)``, or a constant batch
+    for full-batch training). Returns the final state and the stacked
+    measurements (leading axis ``num_steps``). Not jitted: wrap it or call it
+    inside your own jit.
+    """
+    if int(num_steps) < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    step = train_step_fn(loss_fn, tx)
+
+    def body(st, _):
+        return step(st, batch_fn(st.step))
+
+    return jax.lax.scan(body, state, None, length=int(num_steps))
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
                     mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None,
                     donate: bool = True):
