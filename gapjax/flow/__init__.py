@@ -20,10 +20,12 @@ Choices where the paper is silent (no official code):
   ``sigma`` fixed (default 1) or a learned scalar/per-dimension ``log_sigma``.
 * Theorem 1 is implemented as stated in the spec (``+ ||eps_0||`` unscaled);
   ``t_{N-1}`` is the start time of the last step.
-* Contracting residual: ``r = -(c + a) x + a rho h(x, t) + b(t)``, ``h`` with
-  spectrally normalised weights (exact spectral norm by SVD) and tanh, time and
-  conditioning entering additively, so ``sym(J_x r) <= -c I`` everywhere. The
-  certificate is checked numerically with ``jacfwd`` + ``eigvalsh``.
+* Contracting residual: ``r = -(c + a) x + a rho h(x, t) + b(t) [+ A x]``, ``h``
+  with weights divided by a spectral-norm bound (Hoelder's by default, exact SVD
+  optional) and tanh, time and conditioning entering additively, and the
+  optional linear part ``A = -L L^T + K - K^T`` (LMI ``A + A^T <= 0``), so
+  ``sym(J_x r) <= -c I`` everywhere. The certificate is checked numerically with
+  ``jacfwd`` + ``eigvalsh`` (:func:`certify_contraction`, :func:`lmi_certificate`).
 * ``logprob`` integrates the divergence along the inverse ODE with adaptive
   Dopri5 by default; Hutchinson probes are Rademacher and held fixed per solve.
 """
@@ -36,7 +38,7 @@ from gapjax.flow._finetune import (PAIRINGS, certify_contraction, ftfm_loss,
                                    resft_loss)
 from gapjax.flow._metrics import frechet_distance, mmd_rbf, sliced_wasserstein
 from gapjax.flow._nets import (Classifier, ContractingResidual, VelocityConv, VelocityMLP,
-                               time_embedding)
+                               lmi_certificate, residual_linear_matrix, time_embedding)
 from gapjax.flow._policy import TwoGoalTask, demonstrations, expert_action, rollout
 from gapjax.flow._solvers import (METHODS, divergence, forward_map, inverse_map, logprob,
                                   odeint, odeint_reference, standard_normal_log_prob)
@@ -53,6 +55,7 @@ __all__ = [
     "COUPLINGS", "cfm_loss", "cfm_objective", "make_field", "ot_pair", "sinkhorn_plan",
     # networks
     "VelocityMLP", "VelocityConv", "ContractingResidual", "Classifier", "time_embedding",
+    "residual_linear_matrix", "lmi_certificate",
     # solvers and likelihood
     "METHODS", "odeint", "odeint_reference", "forward_map", "inverse_map", "logprob",
     "divergence", "standard_normal_log_prob",

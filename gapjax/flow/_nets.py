@@ -152,6 +152,13 @@ class ContractingResidual(nn.Module):
     the additive terms are zero, so ``h(x) ~ x`` for ``|x| << scale`` and the
     residual starts near ``-(rate + a_init (1 - rho_init)) x`` -- close to the
     least intrusive contracting residual. Images are flattened.
+
+    ``linear=True`` adds a learned linear part ``A x`` with
+    ``A = -L L^T + (K - K^T)`` (both zero at init): ``sym(A) = -L L^T <= 0``, so
+    the rate bound is unchanged while ``A`` can rotate (skew part) and contract
+    anisotropically. :func:`lmi_certificate` checks the LMI
+    ``A^T P + P A + 2 c P <= 0`` numerically; :func:`residual_linear_matrix`
+    reads ``A`` from the parameters.
     """
 
     rate: float = 0.1
@@ -162,6 +169,7 @@ class ContractingResidual(nn.Module):
     rho_init: float = 0.99
     scale: float = 30.0
     norm: str = "holder"
+    linear: bool = False
 
     @nn.compact
     def __call__(self, x, t, c=None):
@@ -192,7 +200,40 @@ class ContractingResidual(nn.Module):
         rho = nn.sigmoid(self.param("rho_raw", nn.initializers.constant(rho_raw0), (), x.dtype))
         bias = nn.Dense(d, kernel_init=nn.initializers.zeros)(e)
         r = -(self.rate + a) * xf + a * rho * h + bias
+        if self.linear:
+            zeros = nn.initializers.zeros
+            r = r + xf @ residual_linear_matrix(
+                {"lin_L": self.param("lin_L", zeros, (d, d), x.dtype),
+                 "lin_K": self.param("lin_K", zeros, (d, d), x.dtype)}).T
         return r.reshape(shape)
+
+
+def residual_linear_matrix(params) -> jax.Array:
+    """The linear part ``A = -L L^T + (K - K^T)`` (D, D) of a
+    ``ContractingResidual(linear=True)`` from its params (``sym(A) <= 0``)."""
+    if "lin_L" not in params or "lin_K" not in params:
+        raise ValueError("params have no linear part: build ContractingResidual(linear=True)")
+    lo, k = params["lin_L"], params["lin_K"]
+    return -lo @ lo.T + (k - k.T)
+
+
+def lmi_certificate(a: jax.Array, rate: float, metric: jax.Array | None = None) -> jax.Array:
+    """``lambda_max(A^T P + P A + 2 rate P)`` for ``A`` (D, D) and metric ``P``
+    (D, D) symmetric positive definite (identity by default).
+
+    ``<= 0`` certifies the LMI of contraction theory: ``x' = A x`` contracts at
+    rate ``rate`` in the norm ``sqrt(x^T P x)`` (Lohmiller & Slotine 1998).
+    """
+    a = jnp.asarray(a)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"A must be a square (D, D) matrix, got shape {a.shape}")
+    p = jnp.eye(a.shape[0], dtype=a.dtype) if metric is None else jnp.asarray(metric, a.dtype)
+    if p.shape != a.shape:
+        raise ValueError(f"metric must have the shape of A {a.shape}, got {p.shape}")
+    if not bool(jnp.allclose(p, p.T)) or not float(jnp.linalg.eigvalsh(p)[0]) > 0:
+        raise ValueError("metric must be symmetric positive definite")
+    m = a.T @ p + p @ a + 2 * rate * p
+    return jnp.linalg.eigvalsh(0.5 * (m + m.T))[-1]
 
 
 class Classifier(nn.Module):
