@@ -23,7 +23,8 @@ def get_config(arg=None):
         pretrain_steps=1500 if quick else 10000, ft_steps=300 if quick else 2000,
         batch_size=256, num_pairs=4096 if quick else 20000, num_eval=1000 if quick else 5000,
         lr=2e-3, ft_lr=1e-3, res_lr=3e-3, res_rate=0.05, fm_weight=0.0,
-        perturb_norm=0.3, perturb_steps=4, rate_sweep=(0.05, 0.5, 2.0)))
+        perturb_norm=0.3, perturb_steps=4, rate_sweep=(0.05, 0.5, 2.0),
+        alt_method="midpoint"))
     # Theorem 1 closed-form case
     c.theory = ml_collections.ConfigDict(dict(
         mu=2.0, s=0.1, hidden=(64, 64), pretrain_steps=1500 if quick else 8000,
@@ -33,7 +34,7 @@ def get_config(arg=None):
         net="mlp" if quick else "conv", hidden=(256, 256, 256), channels=32, pretrain_steps=2000 if quick else 15000,
         ft_steps=300 if quick else 3000, batch_size=128, n_steps=(2, 4) if quick else (1, 2, 4, 8),
         lr=1e-3, ft_lr=3e-4, res_lr=1e-3, res_rate=0.05, classifier_steps=1500,
-        samples_per_class=50 if quick else 200))
+        samples_per_class=50 if quick else 200, alt_method="midpoint"))
     # two-goal imitation
     c.policy = ml_collections.ConfigDict(dict(
         num_demos=200 if quick else 1000, hidden=(64, 64, 64), pretrain_steps=1500 if quick else 8000,
