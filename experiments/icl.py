@@ -34,6 +34,11 @@ COV_SHIFT_MSE_RATIO = 1.25    # model / Bayes MSE under x ~ N(0, diag(c)), c ~ U
 # The quick sweeps train 2x4x32 models for 600 steps; at d = 5 these stay on the
 # prior-mean plateau, at d = 2 they learn in context, so the quick sweeps use d = 2.
 QUICK_SWEEP_DIM = 2
+# Memorising a finite pool takes longer than learning in context: at 600 steps the
+# P = 8 model was still worse than NG-Bayes on its own pool tasks (MSE 1.63 vs
+# 1.55, pool-Bayes 1.37), at 2000 steps it beats it (1.49). The pool sweep and
+# the window sweep (which reuses the P = inf model as S = T) train this long.
+QUICK_POOL_STEPS = 2000
 
 
 # ------------------------------------------------------------------- building
@@ -209,8 +214,12 @@ def main(config, workdir) -> dict:
            "in_distribution": _summ(res),
            "task_shift": {k: _summ(v) for k, v in tasks.items()},
            "covariate_shift": {k: _summ(v) for k, v in covs.items()}}
+    mse_t, nll_t = ((QUICK_MSE_RATIO, QUICK_NLL_GAP) if config.preset == "quick"
+                    else (MEDIUM_MSE_RATIO, MEDIUM_NLL_GAP))
+    out["targets"] = {"mse_ratio_max": mse_t, "nll_gap_max": nll_t,
+                      "passed": bool(out["mse_ratio"] <= mse_t and out["nll_gap"] <= nll_t)}
     (workdir / "icl_eval.json").write_text(json.dumps(out, indent=1))
-    return {k: out[k] for k in ("train", "seconds", "mse_ratio", "nll_gap")}
+    return {k: out[k] for k in ("train", "seconds", "mse_ratio", "nll_gap", "targets")}
 
 
 # ---------------------------------------------------------- reproduction run
@@ -266,7 +275,10 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
     details = {"scale": scale, "eval_tasks": cfg.eval_tasks, "per_method_avg": per_method,
                "mse_per_position": {k: res[k]["mse"] for k in ("model", "bayes", "ridge")},
                "nll_per_position": {k: res[k]["nll"] for k in ("model", "bayes", "ridge")},
-               "train_summary": summary}
+               "train_summary": summary,
+               "note": "one seed (config.seed); the quick preset's run-to-run spread "
+                       "of this ratio is about +-0.04 (seeds 0, 1, 2 measured in "
+                       "configs/icl.py), as large as its margin to the target"}
     claims.append(Claim(NAME, "In distribution the trained transformer's MSE (averaged "
                         "over positions) is near the Normal-Gamma Bayes MSE",
                         ratio, f"model/Bayes MSE <= {mse_target}", ratio <= mse_target,
@@ -401,7 +413,8 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
     fresh = icl.sample_batch(jax.random.key(cfg.eval_seed + 300), 1000, T, d_sub, prior)
     ps = {}
     for P in pools:
-        c = _sub_config(cfg, quick, pool_size=P)
+        c = _sub_config(cfg, quick, pool_size=P,
+                        **({"num_steps": QUICK_POOL_STEPS} if quick else {}))
         mdl, prm, _, pool = train(c, runs / f"pool_{P or 'inf'}")
         if not P:
             trained["full"] = (mdl, prm)
@@ -415,6 +428,8 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
                        pool_tasks_pool_bayes_mse=_avg(rp["pool_bayes"], "mse"),
                        pool_tasks_ng_bayes_mse=_avg(rp["bayes"], "mse"))
         ps["inf" if not P else str(P)] = row
+    pool_scale = (f"{c.n_layer}x{c.n_head}x{c.n_embd}, {c.num_steps} steps, batch "
+                  f"{c.batch_size}, d={d_sub}, T={T}" + (" (quick sweep scale)" if quick else ""))
     small = ps[str(pools[0])]
     ok = (small["fresh_mse_ratio_to_bayes"] > ps["inf"]["fresh_mse_ratio_to_bayes"]
           and small["pool_tasks_model_mse"] < small["pool_tasks_ng_bayes_mse"])
@@ -431,7 +446,7 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
                         {k: v["fresh_mse_ratio_to_bayes"] for k, v in ps.items()},
                         f"P={pools[0]}: fresh ratio > P=inf ratio and pool-task MSE < "
                         "NG-Bayes", bool(ok), fig_pool,
-                        {"scale": sub_scale, "per_pool": ps}))
+                        {"scale": pool_scale, "per_pool": ps}))
 
     # 5. Context window S (sliding-window attention).
     windows = (2, 0) if quick else (5, 10, 25, 50, 0)
@@ -441,7 +456,8 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
         if not S and "full" in trained:
             mdl, prm = trained["full"]
         else:
-            c = _sub_config(cfg, quick, window=S)
+            c = _sub_config(cfg, quick, window=S,
+                            **({"num_steps": QUICK_POOL_STEPS} if quick else {}))
             mdl, prm, _, _ = train(c, runs / f"window_{S or 'full'}")
         r = evaluate(mdl, prm, sub_ev, prior, baselines=False)
         wb = icl.normal_gamma_predictive(sub_ev["xs"], sub_ev["ys"], prior, window=S or None)
@@ -465,7 +481,7 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
                         "window, like Bayes restricted to the last S pairs",
                         {k: v["late_mse"] for k, v in ws.items()},
                         "late MSE non-increasing in S", ok, fig_w,
-                        {"scale": sub_scale, "per_window": ws,
+                        {"scale": pool_scale, "per_window": ws,
                          "note": "depth widens the receptive field beyond S pairs"}))
     for c in claims:
         c.details.setdefault("total_seconds", time.perf_counter() - t_start)
