@@ -19,7 +19,9 @@ Presets:
           margin. Variants tried on 2026-11-25 (one seed each): 7000 steps
           (warmup 200) 1.160 / 0.090, batch 128 x 3500 steps 1.150 / 0.084, a
           6x4x64 model at 4000 steps 1.224 / 0.129, each costing 230-380 CPU
-          seconds. The preset stays at 4000 steps to keep the 5-minute budget.
+          seconds; on 2026-12-02 batch 128 x 4000 steps gave 1.124 / 0.072 at
+          seed 0 (231 s). The preset stays at 4000 steps to keep the 5-minute
+          budget.
   medium: d = 5, T = 20, small paired-token model (6x4x128), 20k steps, CPU in
           under an hour (the spec target: 5% of Bayes MSE, 0.05 nats).
           Measured 2026-12-02 (seed 0, 4000 eval tasks): model/Bayes MSE 1.029,
