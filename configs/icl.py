@@ -8,7 +8,7 @@ Launch:
 Presets:
   quick:  d = 5, T = 16, tiny paired-token model (4x4x64), AdamW lr 3e-3,
           100 warmup steps, cosine to 5%, batch 64, 4000 steps (the whole
-          quick experiment, sweeps included, takes about 185 s on a quiet
+          quick experiment, sweeps included, takes about 195 s on a quiet
           2-core machine; the quick target: 10% of Bayes MSE, 0.1 nats).
           Measured with this code (2000 eval tasks each): on 2026-11-25 on one
           2-core machine, seed 0 gave model/Bayes MSE 1.168, NLL gap 0.094; on

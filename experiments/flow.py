@@ -632,6 +632,10 @@ def _config(quick: bool):
 
 def _execute(config, out_dir):
     out_dir = pathlib.Path(out_dir)
+    for part in ("toy", "digits"):   # fail before minutes of training, not after
+        if config[part].alt_method not in F.METHODS:
+            raise ValueError(f"{part}.alt_method must be one of {F.METHODS}, got "
+                             f"{config[part].alt_method!r}")
     key = jax.random.key(int(config.seed))
     kt, kth, kd, kp = jax.random.split(key, 4)
     timings, res = {}, {"toy": {}}

@@ -577,3 +577,14 @@ def test_expert_policy_solves_two_goal_task(getkey):
     mean_pol = lambda key, st: jnp.broadcast_to(jnp.array([0.0, 1.0]), st.shape)
     ok_mean, _ = F.rollout(getkey(), task, mean_pol, 64)
     assert float(jnp.mean(ok_mean)) == 0.0
+
+
+def test_flow_experiment_refuses_unknown_alt_method_before_training(tmp_path):
+    # a typo in the second sampler must fail at once, not after minutes of training
+    from configs.flow import get_config
+    from experiments import flow as flow_exp
+
+    cfg = get_config("quick")
+    cfg.toy.alt_method = "rk5"
+    with pytest.raises(ValueError, match="toy.alt_method must be one of"):
+        flow_exp._execute(cfg, tmp_path)
