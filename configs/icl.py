@@ -7,7 +7,7 @@ Launch:
 
 Presets:
   quick:  d = 5, T = 16, tiny paired-token model (4x4x64), AdamW lr 3e-3,
-          100 warmup steps, cosine to 5%, batch 64, 4000 steps (the whole
+          800 warmup steps, cosine to 5%, batch 64, 4000 steps (the whole
           quick experiment, sweeps included, takes about 195 s on a quiet
           2-core machine; the quick target: 10% of Bayes MSE, 0.1 nats).
           Measured with this code (2000 eval tasks each): on 2026-11-25 on one
@@ -22,6 +22,17 @@ Presets:
           seconds; on 2026-12-02 batch 128 x 4000 steps gave 1.124 / 0.072 at
           seed 0 (231 s). The preset stays at 4000 steps to keep the 5-minute
           budget.
+          Later on 2026-12-02 (45 steps/s; all with the old 100-step warmup
+          unless said): lr 1e-3 / 6e-3 s1 1.187 / 1.153; 8 heads s1 1.122;
+          3x4x64 x 5300 steps s0/s1/s2 1.223/1.080/1.097; 2x4x64 x 8000 s1
+          1.146; batch 32 x 8000 s0/s2 1.168/1.157; 3x4x96 s0/s2 1.154/1.104;
+          2x4x128 s0/s2 1.090/1.144; 3x4x128 (~205 s) s0/s2 1.073/1.223;
+          10000 steps (222 s) s0 1.142; the query-noise-marginalised
+          (Rao-Blackwellised) NLL s0/s1/s2 1.164/1.157/1.076 (no gain, code
+          not kept). Bad runs were already behind at step 1000, so the warmup
+          was lengthened: 800 warmup steps gave s0/s1/s2 1.038/1.048/1.042,
+          NLL gap 0.026/0.034/0.029 (~105 s training). These three seeds
+          chose the warmup; seed 3 is the held-out check (closing note).
   medium: d = 5, T = 20, small paired-token model (6x4x128), 20k steps, CPU in
           under an hour (the spec target: 5% of Bayes MSE, 0.05 nats).
           Measured 2026-12-02 (seed 0, 4000 eval tasks): model/Bayes MSE 1.029,
@@ -56,7 +67,7 @@ def get_config(arg=None):
     c.scale_head = "softplus"
     # Optimisation: AdamW, linear warmup + cosine decay to 5% of lr.
     c.lr = 3e-3
-    c.warmup_steps = 100
+    c.warmup_steps = 800        # 100 left 2 of 3 seeds above 1.10 (docstring)
     c.cosine = True
     c.weight_decay = 0.0
     c.grad_clip = 1.0
