@@ -10,7 +10,7 @@ Presets:
           800 warmup steps, cosine to 5%, batch 64, 4000 steps (the whole
           quick experiment, sweeps included, takes about 195 s on a quiet
           2-core machine; the quick target: 10% of Bayes MSE, 0.1 nats).
-          Measured with this code (2000 eval tasks each): on 2026-11-25 on one
+          With the earlier 100-step warmup (2000 eval tasks each): on 2026-11-25 on one
           2-core machine, seed 0 gave model/Bayes MSE 1.168, NLL gap 0.094; on
           2026-12-02 on another, seed 0 gave 1.090 / 0.055, seed 1 1.149 /
           0.085 and seed 2 1.169 / 0.095. So the NLL target is met, but the
@@ -32,7 +32,7 @@ Presets:
           not kept). Bad runs were already behind at step 1000, so the warmup
           was lengthened: 800 warmup steps gave s0/s1/s2 1.038/1.048/1.042,
           NLL gap 0.026/0.034/0.029 (~105 s training). These three seeds
-          chose the warmup; seed 3 is the held-out check (closing note).
+          chose the warmup; held-out seed 3 then gave 1.048 / 0.032.
   medium: d = 5, T = 20, small paired-token model (6x4x128), 20k steps, CPU in
           under an hour (the spec target: 5% of Bayes MSE, 0.05 nats).
           Measured 2026-12-02 (seed 0, 4000 eval tasks): model/Bayes MSE 1.029,
