@@ -220,6 +220,37 @@ def test_matches_float64_numpy_reference(getkey, x64):
     np.testing.assert_allclose(out.pi, pi, rtol=1e-6)
 
 
+def _np_oracle_pi(mask, h, w):
+    """Independent reference of the official ``compute_FB_param('oracle')``:
+    PyTorch nearest downsampling (``floor(dst * float32(in / out))``) then the
+    foreground share of the non-255 pixels, in float64 NumPy."""
+    m = np.asarray(mask)
+    H, W = m.shape[-2:]
+    ri = np.floor(np.arange(h) * np.float32(H / h)).astype(int)
+    ci = np.floor(np.arange(w) * np.float32(W / w)).astype(int)
+    ds = m[..., ri, :][..., :, ci]
+    valid = ds != 255
+    return (ds == 1).sum((-2, -1)) / valid.sum((-2, -1)).astype(np.float64)
+
+
+def test_oracle_pi_float64_matches_numpy_reference(getkey, x64):
+    masks = jax.random.randint(getkey(), (7, 19, 13), 0, 2)
+    masks = jnp.where(jax.random.uniform(getkey(), masks.shape) < 0.2, 255, masks)
+    for h, w in ((19, 13), (6, 5), (4, 4)):
+        pi = R.oracle_pi(masks, (h, w))
+        assert pi.dtype == jnp.float64                    # was float32 under x64
+        # Both sides divide the same integer counts in float64: only rounding
+        # of one division separates them (<= 1 ulp ~ 1e-16).
+        np.testing.assert_allclose(np.asarray(pi), _np_oracle_pi(masks, h, w),
+                                   rtol=0, atol=1e-12)
+    # The oracle classifier then runs in float64 end to end.
+    fs, sm, fq, qm = _task(getkey(), K=1, dtype=jnp.float64)
+    out = R.repri(fs, sm, fq, R.valid_mask(qm), pi=R.oracle_pi(qm, fq.shape[:2]),
+                  config=R.ORACLE)
+    assert out.pi.dtype == jnp.float64 and out.classifier.prototype.dtype == jnp.float64
+    assert R.oracle_pi(masks.astype(jnp.float32), (6, 5)).dtype == jnp.float32
+
+
 def test_gradient_matches_finite_differences(getkey, x64):
     fs, sm, fq, qm = _task(getkey(), K=3, dtype=jnp.float64)
     h, w = fq.shape[:2]

@@ -521,22 +521,30 @@ def predict(classifier: Classifier, query_feats, image_size: tuple[int, int], *,
               config.temperature, config.normalize_features)
 
 
-def oracle_pi(query_mask, feature_size: tuple[int, int]) -> jax.Array:
+def oracle_pi(query_mask, feature_size: tuple[int, int], dtype=None) -> jax.Array:
     """True foreground proportion of the query on the feature grid (official
     ``compute_FB_param`` with ``FB_param_type='oracle'``).
 
     Arguments:
       query_mask: (…, H, W) int labels {0, 1, 255}.
       feature_size: ``(h, w)`` of the feature grid.
+      dtype: float dtype of the result; ``None`` = the mask's dtype if it is a
+        float, else JAX's default float (float64 under x64), so that an x64
+        oracle run never mixes a float32 pi into float64 features.
     Returns:
       (…) foreground fraction among the valid (non-255) downsampled pixels.
     """
     m = jnp.asarray(query_mask)
     if m.ndim < 2:
         raise ValueError(f"query_mask must be (..., H, W), got {m.shape}")
+    if dtype is None:
+        dtype = m.dtype if jnp.issubdtype(m.dtype, jnp.floating) else float
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a float dtype, got {dtype}")
     ds = downsample_mask(m, tuple(feature_size)).astype(jnp.int32)
-    valid = (ds != IGNORE).astype(jnp.float32)
-    fg = (ds == 1).astype(jnp.float32)
+    valid = (ds != IGNORE).astype(dtype)
+    fg = (ds == 1).astype(dtype)
     return jnp.sum(fg * valid, (-2, -1)) / jnp.sum(valid, (-2, -1))
 
 
