@@ -625,7 +625,7 @@ def _claims(res, config) -> list[Claim]:
 
 
 def _config(quick: bool):
-    from configs.flow import get_config
+    from gapjax.configs.flow import get_config
 
     return get_config("quick" if quick else "full")
 

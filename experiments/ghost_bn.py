@@ -308,7 +308,7 @@ def _summary(results, claims, cfg, seconds) -> dict:
 
 def run(out_dir: pathlib.Path, quick: bool = True) -> list[report.Claim]:
     """The reproduction report rows (figures under ``out_dir/figures``)."""
-    from configs.ghost_bn import get_config
+    from gapjax.configs.ghost_bn import get_config
 
     out_dir = pathlib.Path(out_dir)
     summary, claims = _execute(get_config("quick" if quick else "full"), out_dir)

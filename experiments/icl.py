@@ -242,7 +242,7 @@ def _sub_config(base, quick, **kw):
 
 
 def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
-    from configs.icl import get_config
+    from gapjax.configs.icl import get_config
 
     out_dir = pathlib.Path(out_dir)
     runs = out_dir / "runs" / NAME

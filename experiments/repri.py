@@ -256,8 +256,7 @@ def claims_from(res, cfg, out_dir) -> list[report.Claim]:
 def _load_config(arg):
     from gapjax.config import load_config
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "repri.py"
-    return load_config(f"{path}:{arg}")
+    return load_config(f"repri:{arg}")
 
 
 def _execute(cfg, out_dir: pathlib.Path):

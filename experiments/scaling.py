@@ -422,7 +422,7 @@ def _run_all(cfg, out_dir):
 
 def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
     """Runs the four experiments (quick: few Monte Carlo points; full: official sizes)."""
-    from configs.scaling import get_config
+    from gapjax.configs.scaling import get_config
     claims, _ = _run_all(get_config("quick" if quick else "full"), out_dir)
     return claims
 

@@ -1,25 +1,54 @@
 """Configs: ``configs/<name>.py`` files with ``get_config(arg=None)`` returning an
 ``ml_collections.ConfigDict``, and ``key=value`` overrides that fail loudly.
+
+A config is named either by a path (``configs/icl.py:quick``, any file with a
+``get_config``) or by the name of a bundled config (``icl:quick``), which is
+``gapjax.configs.icl`` — the repository's ``configs/`` folder, installed inside
+the package so it works from any directory.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import pathlib
 
 import ml_collections
 
 
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped in ``gapjax.configs`` (e.g. ``"icl"``)."""
+    import pkgutil
+
+    import gapjax.configs
+
+    return sorted(m.name for m in pkgutil.iter_modules(gapjax.configs.__path__)
+                  if not m.name.startswith("_"))
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``path/to/file.py[:arg]`` by calling its ``get_config(arg)``."""
+    """Loads ``path/to/file.py[:arg]`` or ``name[:arg]`` and calls ``get_config(arg)``.
+
+    ``name`` is a bundled config (:func:`bundled_configs`); anything with a path
+    separator or a ``.py`` suffix is read as a file.
+    """
+    if not isinstance(spec, (str, pathlib.Path)):
+        raise TypeError(f"config spec must be a str or path, got {type(spec).__name__}")
     path, _, arg = str(spec).partition(":")
     p = pathlib.Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {p} does not exist")
-    mod_spec = importlib.util.spec_from_file_location(f"_gapjax_config_{p.stem}", p)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
+    if p.suffix == ".py" or "/" in path or "\\" in path:
+        if not p.is_file():
+            raise ValueError(f"config file {p} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(f"_gapjax_config_{p.stem}", p)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        names = bundled_configs()
+        if path not in names:
+            raise ValueError(f"config {path!r} is neither a .py file nor a bundled config; "
+                             f"bundled: {', '.join(names)}")
+        module = importlib.import_module(f"gapjax.configs.{path}")
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {p} defines no get_config()")
     cfg = module.get_config(arg or None) if arg else module.get_config()

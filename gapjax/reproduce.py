@@ -33,7 +33,7 @@ def run_experiments(names, out: pathlib.Path, quick: bool) -> tuple[list[Claim],
         t0 = time.perf_counter()
         print(f"[reproduce] {name} ({'quick' if quick else 'full'}) ...", flush=True)
         try:
-            module = importlib.import_module(f"experiments.{name}")
+            module = importlib.import_module(f"gapjax.experiments.{name}")
             got = list(module.run(out, quick=quick))
             if not got:
                 raise RuntimeError("experiment returned no claims")
@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="quick settings (default)")
     mode.add_argument("--full", action="store_true", help="paper-scale settings")
-    ap.add_argument("--out", required=True, help="output folder (its parent must exist)")
+    ap.add_argument("--out", required=True,
+                    help="output folder (created with its parents if missing)")
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(EXPERIMENTS))
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(EXPERIMENTS)
@@ -64,9 +65,12 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; valid: {', '.join(EXPERIMENTS)}")
     out = pathlib.Path(args.out).absolute()
-    if not out.parent.is_dir():
-        ap.error(f"--out parent {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out {out} cannot be created: {e}")
     quick = not args.full
     t0 = time.perf_counter()
     rows, timings, crashed = run_experiments(names, out, quick)

@@ -1,7 +1,10 @@
 """Runs one experiment's training/evaluation entry.
 
-    python -m gapjax.run <experiment> --config configs/<experiment>.py[:arg] \
+    python -m gapjax.run <experiment> --config <experiment>[:arg] \
         --workdir DIR [--resume] [--config.key=value ...]
+
+``--config`` is a bundled config name (``icl:quick``, from ``gapjax.configs``) or
+a path to any ``get_config()`` file (``configs/icl.py:quick``).
 
 ``<experiment>`` is one of :data:`gapjax.report.EXPERIMENTS`; the module
 ``experiments/<experiment>.py`` provides ``main(config, workdir) -> dict``.
@@ -25,7 +28,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m gapjax.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", choices=EXPERIMENTS)
-    ap.add_argument("--config", required=True, help="configs/<name>.py[:arg]")
+    ap.add_argument("--config", required=True,
+                    help="bundled name[:arg] (e.g. icl:quick) or path/to/config.py[:arg]")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--resume", action="store_true",
                     help="continue from the newest good checkpoint in workdir")
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
         config.resume = True
     workdir = check_workdir(args.workdir)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
-    module = importlib.import_module(f"experiments.{args.experiment}")
+    module = importlib.import_module(f"gapjax.experiments.{args.experiment}")
     summary = module.main(config, workdir)
     if not (workdir / "summary.json").exists() or summary:
         (workdir / "summary.json").write_text(json.dumps(_jsonable(summary or {}), indent=1))

@@ -78,3 +78,38 @@ def test_runner_end_to_end_writes_the_run_files(tmp_path):
     row = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
     assert row["split"] == "final" and len(row) > 2
     assert list((wd / "figures").glob("*.png"))
+
+
+def test_a_bundled_config_loads_by_name_as_by_path():
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "configs" / "icl.py"
+    assert load_config("icl:quick").to_dict() == load_config(f"{path}:quick").to_dict()
+    assert load_config("scaling").to_dict() == load_config(str(path.with_name("scaling.py"))).to_dict()
+    with pytest.raises(ValueError, match="bundled: .*icl"):
+        load_config("nosuchmethod:quick")
+    with pytest.raises(TypeError, match="config spec"):
+        load_config(3)
+
+
+def test_installed_gapjax_adds_no_top_level_experiments_or_configs(tmp_path):
+    """From an unrelated folder, importing every entry point and experiment leaves
+    no top-level ``experiments``/``configs`` module, and neither name resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, importlib.util, pkgutil, sys\n"
+        "import gapjax.reproduce, gapjax.run, gapjax.experiments, gapjax.configs\n"
+        "for pkg in (gapjax.experiments, gapjax.configs):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('experiments', 'configs')]\n"
+        "assert not bad, bad\n"
+        "assert importlib.util.find_spec('experiments') is None\n"
+        "assert importlib.util.find_spec('configs') is None\n"
+        "print('ok', len(list(pkgutil.iter_modules(gapjax.experiments.__path__))))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "6"]

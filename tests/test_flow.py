@@ -581,8 +581,8 @@ def test_expert_policy_solves_two_goal_task(getkey):
 
 def test_flow_experiment_refuses_unknown_alt_method_before_training(tmp_path):
     # a typo in the second sampler must fail at once, not after minutes of training
-    from configs.flow import get_config
-    from experiments import flow as flow_exp
+    from gapjax.configs.flow import get_config
+    from gapjax.experiments import flow as flow_exp
 
     cfg = get_config("quick")
     cfg.toy.alt_method = "rk5"

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from configs.ghost_bn import get_config
-from experiments import ghost_bn as exp
+from gapjax.configs.ghost_bn import get_config
+from gapjax.experiments import ghost_bn as exp
 
 
 def _tiny():

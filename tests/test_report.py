@@ -70,23 +70,34 @@ def test_paired_ci_rejects_unpaired_lengths():
 
 
 def test_a_crashing_experiment_is_one_fail_row_and_the_rest_still_run(tmp_path, monkeypatch):
-    good = types.ModuleType("experiments.good")
+    good = types.ModuleType("gapjax.experiments.good")
     good.run = lambda out, quick=True: [Claim("good", "c", 1.0, "> 0", True)]
-    bad = types.ModuleType("experiments.bad")
+    bad = types.ModuleType("gapjax.experiments.bad")
 
     def boom(out, quick=True):
         raise RuntimeError("diverged")
 
     bad.run = boom
-    monkeypatch.setitem(sys.modules, "experiments.good", good)
-    monkeypatch.setitem(sys.modules, "experiments.bad", bad)
+    monkeypatch.setitem(sys.modules, "gapjax.experiments.good", good)
+    monkeypatch.setitem(sys.modules, "gapjax.experiments.bad", bad)
     rows, timings, crashed = reproduce.run_experiments(["bad", "good"], tmp_path, True)
     assert crashed and [r.passed for r in rows] == [False, True]
     assert "diverged" in rows[0].measured and set(timings) == {"bad", "good"}
 
 
-def test_cli_rejects_unknown_names_and_missing_parent(tmp_path):
+def test_cli_rejects_unknown_names_and_an_out_that_is_a_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--quick", "--out", str(tmp_path / "o"), "--only", "nope"])
+    (tmp_path / "f").write_text("x")
     with pytest.raises(SystemExit):
-        reproduce.main(["--quick", "--out", str(tmp_path / "a" / "b")])
+        reproduce.main(["--quick", "--out", str(tmp_path / "f")])
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_cli_creates_missing_parents_of_out(tmp_path, monkeypatch):
+    good = types.ModuleType("gapjax.experiments.scaling")
+    good.run = lambda out, quick=True: [Claim("scaling", "c", 1.0, "> 0", True)]
+    monkeypatch.setitem(sys.modules, "gapjax.experiments.scaling", good)
+    out = tmp_path / "a" / "b" / "quick"
+    assert reproduce.main(["--quick", "--out", str(out), "--only", "scaling"]) == 0
+    assert (out / "report.md").is_file() and (out / "report.json").is_file()
