@@ -113,3 +113,18 @@ def test_installed_gapjax_adds_no_top_level_experiments_or_configs(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["ok", "6"]
+
+
+def test_pyproject_lists_every_gapjax_subpackage():
+    """The explicit package list (needed for the experiments/configs mapping) must
+    name every subpackage on disk, or an installed wheel would silently lack it."""
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts)
+               for p in (root / "gapjax").rglob("__init__.py")}
+    on_disk |= {"gapjax.experiments", "gapjax.configs"}
+    assert on_disk == listed
