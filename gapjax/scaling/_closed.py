@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from gapjax.scaling._checks import (check_finite, check_ks, check_positive, check_temps,
+from gapjax._checks import (check_finite, check_ks, check_positive, check_temps,
                                     concrete)
 
 _G_LO, _G_HI = -5.0, 40.0      # Gumbel-kernel window in V - t

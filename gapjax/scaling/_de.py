@@ -31,7 +31,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax.scaling._checks import check_finite, check_positive
+from gapjax._checks import check_finite, check_positive
 
 _TRAP_Z_MAX = 8.5        # trapezoid window for the Gaussian test-point variable
 

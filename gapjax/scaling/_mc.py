@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax.scaling._checks import (check_finite, check_ks, check_positive, check_temps,
+from gapjax._checks import (check_finite, check_ks, check_positive, check_temps,
                                     concrete)
 from gapjax.scaling._de import de_predictive
 from gapjax.scaling._model import Posterior, sample_inputs

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax.scaling._checks import check_finite, check_positive, check_temps
+from gapjax._checks import check_finite, check_positive, check_temps
 
 
 class Posterior(NamedTuple):
