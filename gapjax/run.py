@@ -10,18 +10,38 @@ a path to any ``get_config()`` file (``configs/icl.py:quick``).
 ``experiments/<experiment>.py`` provides ``main(config, workdir) -> dict``.
 Writes ``config.json`` before and ``summary.json`` after the run (the method
 writes ``metrics.jsonl`` and ``figures/*.png``).
+
+Exit status: 0 finished; 1 failed (e.g. a non-finite loss: the message names
+the step and the measurement, and the newest checkpoint is finite); 2 bad
+arguments; 75 (``EX_TEMPFAIL``) preempted: SIGTERM at any point, the state of
+the current step was checkpointed, no ``summary.json`` was written; requeue the
+same command with ``--resume``.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
+import signal
 import sys
 
-from gapjax.config import apply_overrides, load_config
-from gapjax.report import EXPERIMENTS, _jsonable
-from gapjax.train import check_workdir
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: "try again later" (requeue)
+
+
+def _preempted_early(signum, frame):
+    print("preempted (SIGTERM) outside training, resume with --resume", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
+
+
+if __name__ == "__main__":  # before the slow imports: SIGTERM at start-up is a preemption
+    signal.signal(signal.SIGTERM, _preempted_early)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+
+from gapjax.config import apply_overrides, load_config  # noqa: E402
+from gapjax.report import EXPERIMENTS, _jsonable  # noqa: E402
+from gapjax.train import (NonFiniteError, Preempted, check_workdir,  # noqa: E402
+                          raise_on_sigterm)
 
 
 def parse_args(argv):
@@ -62,8 +82,18 @@ def main(argv=None) -> int:
         config.resume = True
     workdir = check_workdir(args.workdir)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
-    module = importlib.import_module(f"gapjax.experiments.{args.experiment}")
-    summary = module.main(config, workdir)
+    (workdir / "summary.json").unlink(missing_ok=True)  # never an earlier run's as this one's
+    with raise_on_sigterm():
+        try:
+            module = importlib.import_module(f"gapjax.experiments.{args.experiment}")
+            summary = module.main(config, workdir)
+        except Preempted as e:
+            print(e if "resume" in config else "preempted; this experiment keeps no "
+                  "checkpoints: run the same command again", file=sys.stderr, flush=True)
+            return EXIT_PREEMPTED
+        except NonFiniteError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return 1
     if not (workdir / "summary.json").exists() or summary:
         (workdir / "summary.json").write_text(json.dumps(_jsonable(summary or {}), indent=1))
     if not (workdir / "metrics.jsonl").exists():

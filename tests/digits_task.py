@@ -1,7 +1,8 @@
 """A small digits MLP-with-BatchNorm task used by the foundation tests.
 
 Also a script: ``python tests/digits_task.py WORKDIR NUM_STEPS [key=value ...]``
-runs :func:`gapjax.train.train_and_evaluate` on it (used by the SIGTERM test),
+runs :func:`gapjax.train.train_and_evaluate` on it (used by the kill tests;
+exit status 75 when preempted),
 and ``python tests/digits_task.py --distributed PORT PID NPROC OUT`` runs the
 data-parallel steps in one of several processes (the multi-process test).
 """
@@ -74,12 +75,16 @@ if __name__ == "__main__":
     if sys.argv[1] == "--distributed":
         _distributed(*sys.argv[2:6])
     else:
-        from gapjax.train import train_and_evaluate
+        from gapjax.train import Preempted, train_and_evaluate
 
         cfg = dict(num_steps=int(sys.argv[2]), log_every=1, checkpoint_every=0,
                    progress=False, num_devices=1)
         for kv in sys.argv[3:]:
             k, v = kv.split("=")
             cfg[k] = {"True": True, "False": False}.get(v, v if not v.isdigit() else int(v))
-        train_and_evaluate(make_task(), cfg, sys.argv[1])
+        try:
+            train_and_evaluate(make_task(), cfg, sys.argv[1])
+        except Preempted as e:  # as python -m gapjax.run does
+            print(e, flush=True)
+            sys.exit(75)
         print("exited normally", flush=True)

@@ -1,12 +1,5 @@
-"""Training core: measurements, seed vmapping, resume, SIGTERM, checkpoints."""
-
-import json
-import os
-import pathlib
-import signal
-import subprocess
-import sys
-import time
+"""Training core: measurements, seed vmapping, resume, checkpoints (kills and
+SIGTERM: test_runs.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +12,6 @@ from gapjax import checkpoint as ckpt
 from gapjax.train import (init_train_state, make_train_step, scan_train_steps,
                           train_and_evaluate,
                           train_step_fn)
-
-HERE = pathlib.Path(__file__).parent
 
 
 def _quad_task():
@@ -100,8 +91,8 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
         resumed, _ = train_and_evaluate(task, _cfg(num_steps=30, resume=True), tmp_path / "b")
     for a, b in zip(_params(straight), _params(resumed)):
         np.testing.assert_array_equal(a, b)
-    # the corrupt folder was moved aside, not overwritten in place
-    assert any(p.name.startswith("0000000030.corrupt") for p in cdir.iterdir())
+    # the corrupt folder was set aside (renamed), not deleted or overwritten in place
+    assert any(p.name.startswith("0000000030.unusable") for p in cdir.iterdir())
 
 
 def test_incomplete_checkpoint_is_reported(tmp_path):
@@ -133,25 +124,6 @@ def test_keep_k_prunes_oldest(tmp_path):
 def test_missing_workdir_parent_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="workdir parent"):
         train_and_evaluate(make_task(), _cfg(num_steps=1), tmp_path / "no" / "run")
-
-
-def test_sigterm_saves_and_exits_zero(tmp_path):
-    wd = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(HERE), XLA_FLAGS="")
-    proc = subprocess.Popen([sys.executable, str(HERE / "digits_task.py"), str(wd), "100000"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    metrics = wd / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
-        time.sleep(0.2)
-    assert metrics.exists(), "training never started"
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out.decode()[-2000:]
-    summary = json.loads((wd / "summary.json").read_text())
-    assert summary["preempted"] and 0 < summary["step"] < 100000
-    assert ckpt.all_steps(wd / "checkpoints") == [summary["step"]]
-    ckpt.verify(wd / "checkpoints" / f"{summary['step']:010d}")
 
 
 def test_train_and_evaluate_with_vmapped_seeds_matches_single_seed_runs(tmp_path):

@@ -12,8 +12,10 @@ Guarantees:
   * old checkpoints are pruned only after the new one is verified, so the last
     good checkpoint always survives;
   * :func:`restore` raises :class:`CheckpointError` naming the path when a
-    checkpoint is truncated or corrupt, and :func:`restore_latest` falls back to
-    the newest good one.
+    checkpoint is truncated, corrupt or unreadable (permissions, I/O errors),
+    and :func:`restore_latest` falls back to the newest good one;
+  * :func:`set_aside` moves step folders that must not be restored (newer than
+    the step a run resumed from) out of the way instead of deleting them.
 """
 
 from __future__ import annotations
@@ -66,8 +68,16 @@ def all_steps(directory) -> list[int]:
 
 
 def verify(path) -> None:
-    """Raises :class:`CheckpointError` unless ``path`` is a complete checkpoint."""
+    """Raises :class:`CheckpointError` unless ``path`` is a complete, readable checkpoint."""
     path = pathlib.Path(path)
+    try:
+        _verify(path)
+    except OSError as e:  # PermissionError, I/O errors: as bad as a corrupt file
+        raise CheckpointError(f"checkpoint {path} is unreadable: {type(e).__name__}: "
+                              f"{e}") from e
+
+
+def _verify(path: pathlib.Path) -> None:
     man = path / MANIFEST
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -157,19 +167,49 @@ def restore(path, like: Any) -> Any:
                               f"given structure: {type(e).__name__}: {e}") from e
 
 
-def restore_latest(directory, like: Any):
+def restore_latest(directory, like: Any, validate=None):
     """Restores the newest good checkpoint of ``directory``.
 
-    Corrupt or incomplete newer checkpoints are skipped with a warning that
-    names them. Returns ``(state, step)``, or ``(None, None)`` if there is none.
+    Corrupt, incomplete or unreadable newer checkpoints are skipped with a
+    warning that names them, as are those for which ``validate(state)`` returns
+    a reason string (e.g. "holds non-finite values"). Returns ``(state, step)``,
+    or ``(None, None)`` if there is none.
     """
     for s in reversed(all_steps(directory)):
         path = _step_dir(directory, s)
         try:
-            return restore(path, like), s
-        except CheckpointError as e:
+            state = restore(path, like)
+        except (CheckpointError, OSError) as e:
             warnings.warn(f"skipping checkpoint: {e}", RuntimeWarning, stacklevel=2)
+            continue
+        why = validate(state) if validate is not None else None
+        if why:
+            warnings.warn(f"skipping checkpoint {path}: {why}", RuntimeWarning, stacklevel=2)
+            continue
+        return state, s
     return None, None
+
+
+def set_aside(directory, after: int = -1) -> list[pathlib.Path]:
+    """Renames every step folder newer than ``after`` to ``<step>.unusable-N``.
+
+    A resumed run calls this with the step it restored, so that later saves
+    are neither blocked by (:func:`save` never overwrites a valid checkpoint)
+    nor pruned in favour of the checkpoints it could not use. Process 0 only;
+    returns the new paths.
+    """
+    moved = []
+    if jax.process_index() == 0:
+        for s in all_steps(directory):
+            if s > after:
+                path = _step_dir(directory, s)
+                i = 0
+                while (aside := path.with_name(f"{path.name}.unusable-{i}")).exists():
+                    i += 1
+                path.rename(aside)
+                moved.append(aside)
+    _sync("gapjax_checkpoint_set_aside")
+    return moved
 
 
 def _abstract(x):

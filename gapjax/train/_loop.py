@@ -3,33 +3,50 @@
 A :class:`Task` says *what* to train; the config says *how long* and how often
 to evaluate, log and checkpoint. The loop:
 
+  * checks its config keys before anything else (``TypeError``/``ValueError``
+    naming the key);
   * builds the state with :func:`init_train_state` from ``config.seed`` and
     places it replicated on a ``("data",)`` mesh of ``config.num_devices``;
   * draws the batch of step ``s`` as ``task.batch_fn(data_key, s)`` — a pure
     function, so a resumed run sees exactly the batches of a straight run — and
     shards its leading axis over the mesh;
   * writes ``metrics.jsonl`` (one JSON object per logged step, eval rows have
-    ``"split": "eval"``), checkpoints under ``workdir/checkpoints`` every
-    ``checkpoint_every`` steps keeping ``keep_checkpoints``, and
-    ``summary.json`` at the end;
-  * with ``config.resume`` restores the newest good checkpoint and truncates
-    ``metrics.jsonl`` to the restored step, so the metric stream equals that of
-    an uninterrupted run;
-  * on SIGTERM finishes the current step, saves a checkpoint, writes the
-    summary with ``"preempted": true`` and returns normally (exit code 0).
+    ``"split": "eval"``) and the same scalars as TensorBoard event files beside
+    it (tags ``train/<name>`` and ``eval/<name>``; a measurement with a seed
+    axis is written per seed, ``train/loss/seed_0``, ...; further axes are
+    indexed the same way, ``eval/mse/3``), checkpoints under
+    ``workdir/checkpoints`` every ``checkpoint_every`` steps keeping
+    ``keep_checkpoints``, and ``summary.json`` at the end;
+  * stops with :class:`NonFiniteError` (naming the step and the measurement) at
+    the first step whose loss, gradient norm or parameter norm is not finite;
+    a non-finite state is never saved, so every kept checkpoint is finite;
+  * with ``config.resume`` restores the newest good checkpoint (readable and
+    finite; newer unusable ones are set aside as ``<step>.unusable-N``) and
+    keeps ``metrics.jsonl`` up to the restored step (an unreadable line, such as
+    a line torn by a kill, is dropped with a warning naming the file), so the
+    metric stream equals that of an uninterrupted run row for row; with no
+    usable checkpoint it warns and starts from step 0 with a fresh stream.
+    Without ``resume`` an earlier run's checkpoints and metrics are deleted;
+  * on SIGTERM finishes the current step, saves a checkpoint and raises
+    :class:`Preempted` ("preempted at step N, resume with --resume"); a
+    preempted run writes no ``summary.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
+import shutil
 import signal
 import threading
 import time
+import warnings
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -41,6 +58,9 @@ from gapjax.train._step import make_eval_step, make_train_step
 DEFAULTS = dict(seed=0, num_steps=100, eval_every=0, log_every=10,
                 checkpoint_every=0, keep_checkpoints=3, resume=False,
                 num_devices=None, num_seeds=None, progress=True)
+# Measurements whose non-finite value stops training (those the step reports).
+WATCHED = ("loss", "grad_norm", "param_norm")
+METRICS = "metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +84,59 @@ class Task:
     batch_fn: Callable[[jax.Array, Any], Any]
     eval_fn: Callable[[Any, Any, Any], dict] | None = None
     eval_batches: Callable[[], Iterable[Any]] | None = None
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or parameter norm.
+
+    Attributes: ``step`` (the step as numbered in ``metrics.jsonl``) and
+    ``metric`` (the measurement's name).
+    """
+
+    def __init__(self, message: str, step: int, metric: str):
+        super().__init__(message)
+        self.step, self.metric = step, metric
+
+
+class Preempted(BaseException):
+    """The run was stopped by SIGTERM after saving its state.
+
+    A ``BaseException`` like ``KeyboardInterrupt`` (an interruption, not an
+    error), so ``except Exception`` blocks do not turn it into a result.
+    ``step`` is the newest checkpointed step (``None`` before training started).
+    """
+
+    def __init__(self, step: int | None = None, checkpoint=None):
+        self.step = step
+        msg = (f"preempted at step {step}, resume with --resume" if step is not None
+               else "preempted before training started, resume with --resume")
+        super().__init__(msg + (f" (checkpoint {checkpoint})" if checkpoint else ""))
+
+
+@contextlib.contextmanager
+def raise_on_sigterm():
+    """Within this block SIGTERM raises :class:`Preempted` (main thread only).
+
+    Outside :func:`train_and_evaluate` it raises at once (start-up, data
+    loading, evaluation after training: there is nothing new to save); inside
+    it the loop defers it to the end of the current step and checkpoints first.
+    ``python -m gapjax.run`` wraps the whole run in this.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handle(signum, frame):
+        if not fired:  # a second SIGTERM must not interrupt the unwinding
+            fired.append(signum)
+            raise Preempted()
+
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class _Preemption:
@@ -92,12 +165,51 @@ def _get(config, key):
     return DEFAULTS[key]
 
 
+def _check_config(config) -> dict:
+    """The loop's keys of ``config`` (defaults filled in), checked."""
+    cfg = {k: _get(config, k) for k in DEFAULTS}
+
+    def integer(key, low, optional=False):
+        v = cfg[key]
+        if v is None and optional:
+            return None
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"config.{key} must be an integer"
+                            f"{' or None' if optional else ''}, got {v!r}")
+        if v < low:
+            raise ValueError(f"config.{key} must be >= {low}, got {v}")
+        return int(v)
+
+    for key, low in (("seed", 0), ("num_steps", 0), ("eval_every", 0), ("log_every", 0),
+                     ("checkpoint_every", 0), ("keep_checkpoints", 1)):
+        cfg[key] = integer(key, low)
+    for key in ("num_devices", "num_seeds"):
+        cfg[key] = integer(key, 1, optional=True)
+    for key in ("resume", "progress"):
+        if not isinstance(cfg[key], (bool, np.bool_)):
+            raise TypeError(f"config.{key} must be True or False, got {cfg[key]!r}")
+        cfg[key] = bool(cfg[key])
+    return cfg
+
+
 def _scalars(metrics) -> dict:
     out = {}
     for k, v in jax.device_get(metrics).items():
         v = np.asarray(v)
         out[k] = float(v) if v.size == 1 else v.tolist()
     return out
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    ok = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+          if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(ok)) if ok else jnp.array(True)
+
+
+def _nonfinite_reason(state) -> str | None:
+    """``None`` if every float in ``state`` is finite, else why not (for restore)."""
+    return None if bool(_all_finite(state)) else "it holds non-finite values"
 
 
 def check_workdir(workdir) -> pathlib.Path:
@@ -119,56 +231,75 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
       task: a :class:`Task`.
       config: mapping or ConfigDict; keys (defaults): seed (0), num_steps (100),
         eval_every (0 = only at the end), log_every (10), checkpoint_every
-        (0 = only at the end), keep_checkpoints (3), resume (False),
+        (0 = only at the end), keep_checkpoints (3, >= 1), resume (False),
         num_devices (None = all), num_seeds (None; an int S trains S seeds at
         once in one vmapped step: the state and every measurement get a leading
         axis of size S, the batches are shared), progress (True: tqdm on
-        process 0).
+        process 0). Checked before anything runs.
       workdir: run folder (its parent must exist).
     Returns:
       ``(state, summary)``; ``summary`` is also written to ``summary.json``.
+    Raises:
+      NonFiniteError: a non-finite loss, gradient or parameter norm (the newest
+        checkpoint, if any, is finite); Preempted: SIGTERM (state saved).
     """
-    cfg = {k: _get(config, k) for k in DEFAULTS}
-    if int(cfg["num_steps"]) < 0:
-        raise ValueError(f"num_steps must be >= 0, got {cfg['num_steps']}")
-    for k in ("eval_every", "log_every", "checkpoint_every"):
-        if int(cfg[k]) < 0:
-            raise ValueError(f"{k} must be >= 0, got {cfg[k]}")
+    cfg = _check_config(config)
     workdir = check_workdir(workdir)
     ckpt_dir = workdir / "checkpoints"
-    mesh = parallel.make_mesh(cfg["num_devices"])
-    base = jax.random.key(int(cfg["seed"]))
-    init_key, data_key = jax.random.split(base)
-
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise ValueError(f"{ckpt_dir} exists and is not a directory (checkpoints are "
+                         "saved there); move it away")
     num_seeds = cfg["num_seeds"]
-    if num_seeds is None:
-        state = init_train_state(init_key, task.init_fn, task.tx)
-    else:
-        if int(num_seeds) < 1:
-            raise ValueError(f"num_seeds must be None or >= 1, got {num_seeds}")
-        num_seeds = int(num_seeds)
-        state = unalias(jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(
-            jax.random.split(init_key, num_seeds)))
-    state = parallel.replicate(state, mesh)
-    start = 0
-    metrics_path = workdir / "metrics.jsonl"
-    if cfg["resume"]:
-        restored, step = ckpt.restore_latest(ckpt_dir, state)
-        if restored is not None:
-            state, start = restored, int(step)
-            _truncate_metrics(metrics_path, start)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    is_main = jax.process_index() == 0
+    metrics_path = workdir / METRICS
+    with _Preemption() as pre:
+        mesh = parallel.make_mesh(cfg["num_devices"])
+        init_key, data_key = jax.random.split(jax.random.key(cfg["seed"]))
+        if num_seeds is None:
+            state = init_train_state(init_key, task.init_fn, task.tx)
+        else:
+            state = unalias(jax.vmap(lambda k: init_train_state(k, task.init_fn, task.tx))(
+                jax.random.split(init_key, num_seeds)))
+        state = parallel.replicate(state, mesh)
+        start, lines, rows = 0, [], []
+        if cfg["resume"]:
+            restored, step = ckpt.restore_latest(ckpt_dir, state, validate=_nonfinite_reason)
+            if restored is None:
+                warnings.warn(f"resume: no usable checkpoint in {ckpt_dir}; starting from "
+                              f"step 0 with a fresh {METRICS}", RuntimeWarning, stacklevel=2)
+                ckpt.set_aside(ckpt_dir)
+            else:
+                state, start = restored, int(step)
+                ckpt.set_aside(ckpt_dir, start)
+                if is_main:
+                    lines, rows = _read_metrics(metrics_path, start)
+        elif is_main and ckpt_dir.is_dir():
+            shutil.rmtree(ckpt_dir)  # an earlier run's checkpoints are not this run's
+        if is_main:
+            (workdir / "summary.json").unlink(missing_ok=True)
+        log = _MetricsLog(workdir, lines, rows, is_main, seed_axis=num_seeds is not None)
+        try:
+            state, summary = _run(task, cfg, state, start, rows, mesh, data_key, log, pre,
+                                  ckpt_dir, workdir)
+        finally:
+            log.close()
+    if is_main:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return state, summary
 
+
+def _run(task, cfg, state, start, rows, mesh, data_key, log, pre, ckpt_dir, workdir):
+    """The step loop of :func:`train_and_evaluate` (after restore)."""
+    num_steps, num_seeds = cfg["num_steps"], cfg["num_seeds"]
     step_fn = make_train_step(task.loss_fn, task.tx, mesh=mesh, num_seeds=num_seeds)
     eval_step = (make_eval_step(task.eval_fn, mesh=mesh, num_seeds=num_seeds)
                  if task.eval_fn else None)
     batch_fn = jax.jit(task.batch_fn)
-    num_steps = int(cfg["num_steps"])
     is_main = jax.process_index() == 0
     # Faked CPU devices share one thread pool: with several steps in flight their
     # all-reduce rendezvous can starve each other, so keep one step in flight.
     sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
+    saved = start or None  # newest checkpoint of this run (restored or written)
 
     def evaluate(state):
         if eval_step is None:
@@ -183,74 +314,202 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
             n += 1
         return {k: (v / max(n, 1)).tolist() for k, v in acc.items()}
 
+    def newest():
+        return (f"the newest checkpoint, {ckpt_dir / f'{saved:010d}'}, is finite"
+                if saved else "no checkpoint of this run was saved")
+
+    def check(step, metrics):
+        """Raises NonFiniteError if a watched measurement of ``step`` is not finite."""
+        vals = jax.device_get({k: metrics[k] for k in WATCHED if k in metrics})
+        for k in WATCHED:
+            v = np.asarray(vals.get(k, 0.0))
+            if not np.isfinite(v).all():
+                seeds = (f" (seeds {np.flatnonzero(~np.isfinite(v)).tolist()})"
+                         if v.ndim else "")
+                raise NonFiniteError(
+                    f"non-finite {k} at step {step}{seeds}: {v.tolist()}; training "
+                    f"stopped and nothing after step {step - 1} was saved ({newest()}). "
+                    "Lower the learning rate or clip gradients, then start again or "
+                    "resume with --resume.", step, k)
+
+    def save(state, step):
+        nonlocal saved
+        if saved == step:
+            return
+        if not bool(_all_finite(state)):  # norms can be finite while a buffer is not
+            raise NonFiniteError(f"non-finite values in the state at step {step}; not "
+                                 f"saved ({newest()})", step, "state")
+        try:
+            ckpt.save(ckpt_dir, state, step, keep=cfg["keep_checkpoints"])
+        except Exception as e:
+            raise RuntimeError(
+                f"could not save the checkpoint of step {step} in {ckpt_dir} "
+                f"({type(e).__name__}: {e}); the earlier checkpoints are kept. Fix the "
+                "cause (e.g. free disk space) and resume with --resume") from e
+        saved = step
+
+    def preempt(state, step):
+        nonlocal pending
+        if pending is not None:
+            check(*pending)
+            pending = None
+        if step > 0:
+            save(state, step)
+        raise Preempted(saved, ckpt_dir / f"{saved:010d}" if saved else None)
+
+    pending = None  # (step, metrics) not yet checked for finiteness
     bar = None
     if cfg["progress"] and is_main and num_steps > start:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=start, desc=workdir.name, leave=False)
-    last, last_eval, preempted = _last_train_row(metrics_path), {}, False
-    t0, steps_done = time.perf_counter(), 0
-    with _Preemption() as pre, open(metrics_path, "a") as log:
-        step = start
+    last = next((_values(r) for r in reversed(rows) if r.get("split") == "train"), {})
+    t0, steps_done, step = time.perf_counter(), 0, start
+    try:
         while step < num_steps:
+            if pre.flag:
+                preempt(state, step)
             batch = parallel.shard_batch(batch_fn(data_key, step), mesh)
             state, metrics = step_fn(state, batch)
             if sync_each_step:
                 jax.block_until_ready(metrics)
+            if pending is not None:  # checked one step late: keeps a step in flight
+                check(*pending)
             step += 1
             steps_done += 1
-            if cfg["log_every"] and (step % cfg["log_every"] == 0 or step == num_steps):
+            pending = (step, metrics)
+            logging = cfg["log_every"] and (step % cfg["log_every"] == 0 or step == num_steps)
+            evaluating = cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < num_steps
+            saving = (cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0
+                      and step < num_steps)  # the final save comes after the final eval
+            if logging or evaluating or saving or pre.flag:
+                check(*pending)
+                pending = None
+            if logging:
                 last = _scalars(metrics)
-                if is_main:
-                    log.write(json.dumps({"step": step, "split": "train", **last}) + "\n")
-                    log.flush()
+                log.write({"step": step, "split": "train", **last})
                 if bar is not None:
                     rate = steps_done / (time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{np.mean(last['loss']):.4g}",
                                     steps_s=f"{rate:.1f}")
             if bar is not None:
                 bar.update(1)
-            if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < num_steps:
-                last_eval = evaluate(state)
-                if is_main and last_eval:
-                    log.write(json.dumps({"step": step, "split": "eval", **last_eval}) + "\n")
-                    log.flush()
-            if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0:
-                ckpt.save(ckpt_dir, state, step, keep=cfg["keep_checkpoints"])
+            if evaluating:
+                ev = evaluate(state)
+                if ev:
+                    log.write({"step": step, "split": "eval", **ev})
+            if saving:
+                save(state, step)
             if pre.flag:
-                preempted = True
-                break
+                preempt(state, step)
+        if pending is not None:
+            check(*pending)
         elapsed = time.perf_counter() - t0
-        if not preempted:
-            last_eval = evaluate(state)
-            if is_main and last_eval:
-                log.write(json.dumps({"step": step, "split": "eval", **last_eval}) + "\n")
-        ckpt.save(ckpt_dir, state, step, keep=cfg["keep_checkpoints"])
-    if bar is not None:
-        bar.close()
-    summary = {"step": int(step), "preempted": preempted, "train": last,
-               "eval": last_eval,
-               "steps_per_sec": steps_done / elapsed if elapsed > 0 else None,
+        if pre.flag:
+            preempt(state, step)
+        last_eval = evaluate(state)
+        # resumed from the final checkpoint: its eval row is normally there already
+        if last_eval and not any(r["step"] == step and r.get("split") == "eval"
+                                 for r in rows):
+            log.write({"step": step, "split": "eval", **last_eval})
+        save(state, step)
+        if pre.flag:
+            preempt(state, step)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {"step": int(step), "train": last, "eval": last_eval,
+               "steps_per_sec": steps_done / elapsed if steps_done and elapsed > 0 else None,
                "num_devices": int(mesh.shape[parallel.DATA])}
-    if is_main:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return state, summary
 
 
-def _last_train_row(path: pathlib.Path) -> dict:
-    """The newest train measurements already in ``metrics.jsonl`` (for a resumed run)."""
-    if not path.exists():
-        return {}
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    rows = [r for r in rows if r.get("split") == "train"]
-    return {k: v for k, v in rows[-1].items() if k not in ("step", "split")} if rows else {}
+def _values(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("step", "split")}
 
 
-def _truncate_metrics(path: pathlib.Path, step: int) -> None:
+def _read_metrics(path: pathlib.Path, upto: int) -> tuple[list[str], list[dict]]:
+    """The lines and rows of ``path`` with ``step <= upto``.
+
+    A line that is not a JSON row with a step (a line torn by a kill in the
+    middle of a write) is dropped with a warning naming the file.
+    """
     if not path.exists():
+        return [], []
+    lines, rows = [], []
+    raw = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    for i, ln in enumerate(raw, 1):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+            step = int(row["step"])
+        except (ValueError, KeyError, TypeError):
+            torn = "torn last line" if not any(x.strip() for x in raw[i:]) else "bad line"
+            warnings.warn(f"{path}: dropping unreadable line {i} ({torn}): {ln[:60]!r}",
+                          RuntimeWarning, stacklevel=3)
+            continue
+        if step <= upto:
+            lines.append(ln)
+            rows.append(row)
+    return lines, rows
+
+
+def _tb_scalars(tag: str, value, seed_axis: bool):
+    """``(tag, float)`` pairs of one measurement (axes indexed in the tag)."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # strings, ragged lists: not a scalar series
         return
-    keep = [ln for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)
+    if a.ndim == 0:
+        yield tag, float(a)
+        return
+    for idx in np.ndindex(a.shape):
+        parts = [f"seed_{idx[0]}" if seed_axis else str(idx[0])] + [str(i) for i in idx[1:]]
+        yield f"{tag}/{'/'.join(parts)}", float(a[idx])
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` and TensorBoard event files beside it (process 0 writes).
+
+    Starts from ``lines`` (the rows kept on resume): the JSONL file is rewritten
+    with them and the event files are rebuilt from them, so both always hold
+    exactly the rows of the run, whatever the kill point.
+    """
+
+    def __init__(self, workdir: pathlib.Path, lines, rows, enabled: bool, seed_axis: bool):
+        self.enabled, self.seed_axis = enabled, seed_axis
+        self.file = self.tb = None
+        if not enabled:
+            return
+        path = workdir / METRICS
+        tmp = path.with_name(METRICS + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        tmp.replace(path)
+        for f in workdir.glob("events.out.tfevents.*"):
+            f.unlink()
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(workdir), flush_secs=10)
+        for r in rows:
+            self._to_tb(r)
+        self.file = open(path, "a")
+
+    def _to_tb(self, row: dict) -> None:
+        split = row.get("split", "train")
+        for k, v in _values(row).items():
+            for tag, x in _tb_scalars(f"{split}/{k}", v, self.seed_axis):
+                self.tb.add_scalar(tag, x, int(row["step"]))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        self._to_tb(row)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
