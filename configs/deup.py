@@ -41,12 +41,13 @@ def get_config(arg=None):
     c.toy.dropout = 0.1
     c.toy.mc_samples = 50
     c.toy.grid = 512
+    c.toy.seeds = 5  # fresh data + initialisations per seed (issue 13: >= 5 seeds)
 
     # SMO: multi_optima (1D) and Levy N.13 (2D); 6 initial points.
     c.smo = ml_collections.ConfigDict()
     c.smo.n_init = 6
     c.smo.n_steps = 50 if full else 30
-    c.smo.seeds = 5 if full else 3
+    c.smo.seeds = 10  # one run is cheap: >= 10 paired seeds (issue 13)
     c.smo.num_candidates = 1024 if full else 512
     c.smo.gp_steps = 50 if full else 30  # warm-started marginal-likelihood steps
     c.smo.mlp_steps = 400      # fold models of the initial K-fold error data
@@ -62,4 +63,24 @@ def get_config(arg=None):
     c.digits.dropout = 0.2
     c.digits.mc_samples = 20
     c.digits.ensemble_members = 5
+    c.digits.seeds = 5  # fresh initialisations per seed, same class split (paired)
     return c
+
+
+# Checked by gapjax.config.validate at the start of experiments/deup.main.
+CONSTRAINTS = dict(
+    counts=("toy.n_train", "toy.num_folds", "toy.f_hidden", "toy.misspecified_hidden",
+            "toy.f_steps", "toy.e_hidden", "toy.e_steps", "toy.ensemble_members",
+            "toy.mc_samples", "toy.grid", "toy.seeds", "smo.n_init", "smo.n_steps",
+            "smo.seeds", "smo.num_candidates", "smo.gp_steps", "smo.mlp_steps",
+            "smo.refit_steps", "digits.num_folds", "digits.hidden", "digits.steps",
+            "digits.e_steps", "digits.mc_samples", "digits.ensemble_members",
+            "digits.seeds"),
+    nonneg_counts=("seed", "toy.n_out_each", "toy.n_gap", "digits.held_out"),
+    positive=("toy.noise_std", "toy.lr"),
+    rates=("toy.dropout", "digits.dropout"),
+    choices={"toy.activation": ("relu", "tanh", "silu", "gelu"),
+             "digits.held_out": tuple(range(10))},
+    relations=[(lambda c: c.toy.num_folds >= 2 and c.digits.num_folds >= 2,
+                "toy.num_folds and digits.num_folds must be >= 2 (K-fold error data)")],
+)

@@ -41,3 +41,27 @@ def get_config(arg=None):
         ft_steps=300 if quick else 2000, batch_size=256, n_steps=(1, 2), lr=2e-3, ft_lr=1e-3,
         res_lr=3e-3, res_rate=0.05, num_rollouts=200 if quick else 1000))
     return c
+
+
+def _flow_constraints():
+    counts, positive = [], []
+    for part in ("toy", "digits", "policy"):
+        counts += [f"{part}.{k}" for k in ("hidden", "pretrain_steps", "ft_steps",
+                                             "batch_size", "n_steps")]
+        positive += [f"{part}.{k}" for k in ("lr", "ft_lr", "res_lr", "res_rate")]
+    counts += ["theory.hidden", "theory.pretrain_steps", "theory.n_steps"]
+    counts += ["toy.num_pairs", "toy.num_eval", "toy.perturb_steps", "digits.channels",
+               "digits.classifier_steps", "digits.samples_per_class", "policy.num_demos",
+               "policy.num_rollouts"]
+    positive += ["toy.perturb_norm", "toy.rate_sweep", "theory.s", "theory.stiffness_s"]
+    solvers = ("euler", "midpoint", "rk4")
+    return dict(
+        counts=tuple(counts), nonneg_counts=("seed",), positive=tuple(positive),
+        nonneg=("toy.fm_weight",), finite=("theory.mu",),
+        choices={"toy.datasets": ("8gaussians", "moons", "checkerboard", "spirals", "gmm"),
+                 "toy.alt_method": solvers, "digits.alt_method": solvers,
+                 "digits.net": ("mlp", "conv")})
+
+
+# Checked by gapjax.config.validate at the start of experiments/flow.main.
+CONSTRAINTS = _flow_constraints()

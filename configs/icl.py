@@ -110,3 +110,24 @@ def get_config(arg=None):
         c.keep_checkpoints = 3
         c.eval_tasks = 4096
     return c
+
+
+# Checked by gapjax.config.validate at the start of experiments/icl.main (the
+# train loop's own keys -- num_steps, eval_every, ... -- are checked by gapjax.train).
+CONSTRAINTS = dict(
+    counts=("dim", "prompt_length", "n_layer", "n_head", "n_embd", "batch_size",
+            "eval_tasks", "num_devices"),
+    nonneg_counts=("pool_size", "train_length", "window", "warmup_steps", "seed",
+                   "eval_seed"),
+    positive=("a0", "b0", "lr"),
+    nonneg=("weight_decay", "grad_clip"),
+    finite=("mu0",),
+    choices={"covariates": ("isotropic", "diag_uniform", "scaled", "rotated_diag"),
+             "pos_encoding": ("learned", "none"),
+             "token_format": ("interleaved", "paired"),
+             "scale_head": ("softplus", "log_variance")},
+    optional=("num_devices",),
+    relations=[(lambda c: c.n_embd % c.n_head == 0, "n_embd must be a multiple of n_head"),
+               (lambda c: c.train_length <= c.prompt_length,
+                "train_length must be <= prompt_length (0 = all positions)")],
+)

@@ -62,3 +62,20 @@ def get_config(arg=None):
     c.num_rho = 48
     c.chunk_size = 256
     return c
+
+
+# Checked by gapjax.config.validate at the start of experiments/scaling.main.
+CONSTRAINTS = dict(
+    counts=("d", "n", "exp1_kmax", "exp1_num_test", "exp1_trials", "exp2_k",
+            "exp2_num_test", "exp2_trials", "exp3_ns", "exp3_kmin", "exp3_kmax",
+            "exp3_num_test", "exp3_trials", "exp4_k", "num_x", "num_t", "num_rho",
+            "chunk_size"),
+    nonneg_counts=("seed",),
+    positive=("S", "sigma", "gamma", "w_std", "exp1_t", "exp2_t_grid", "exp4_n_grid",
+              "exp4_w_grid", "exp4_boundary_w_std"),
+    finite=("exp1_cs", "exp2_c"),
+    relations=[(lambda c: c.exp3_kmin <= c.exp3_kmax, "exp3_kmin must be <= exp3_kmax")] + [
+        (lambda c, k=k: len(c[k]) == 3 and c[k][0] < c[k][1] and float(c[k][2]).is_integer(),
+         f"{k} must be (lo, hi, num) with lo < hi and an integer num >= 1")
+        for k in ("exp2_t_grid", "exp4_n_grid", "exp4_w_grid")],
+)

@@ -19,7 +19,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from gapjax import deup as D
-from gapjax.report import Claim, new_figure, save_figure
+from gapjax.config import check_config
+from gapjax.report import Claim, ci_fields, mean_ci, new_figure, paired_ci, save_figure
 
 NAME = "deup"
 
@@ -27,8 +28,24 @@ NAME = "deup"
 TOY_NEAR_ZERO_ABS = 0.01        # mean u on training intervals <= sigma^2 (= 0.01)
 TOY_RATIO = 10.0                # gap / outside mean u >= 10 x training-interval mean u
 TOY_SPEARMAN = 0.5              # Spearman(u, true excess risk) on the grid > 0.5
-SMO_SE_MULT = 2.0               # "not worse": mean regret(DEUP) <= mean regret(GP) + 2 SE
-DIGITS_MARGIN = 0.0             # Spearman(u, loss) > baselines' Spearman + 0
+# Every stochastic claim is measured over config seeds (toy / digits: fresh
+# initialisations, and toy data, per seed; SMO: one initial design and candidate
+# stream per seed shared by all methods, so comparisons are paired) and judged on
+# the 95% Student-t interval (gapjax.report.mean_ci / paired_ci): "A beats B"
+# needs the interval of A - B above 0; thresholds need the whole interval on the
+# right side.
+#
+# SMO "DEUP-EI not worse than GP-EI": equivalence margin on the paired mean
+# final regret difference regret(DEUP) - regret(GP), whose upper 95% bound must
+# stay below it. The margin is half the gap between the global optimum and the
+# best other local optimum of the objective (dense grid, closed form:
+# multi_optima 0.9499 vs 0.7752; Levy N.13 0 vs 0.1099), so a method that settles
+# in a non-global basin on a sizeable share of seeds cannot pass. Written on
+# 2026-12-02 before the 10-seed runs; it replaces the earlier "<= 2 SE" rule,
+# which passed Levy N.13 with a 100x regret gap (2.17 vs 0.02) only because the
+# 3-seed SE was wide (issue 13).
+SMO_EQUIV_MARGIN = {"multi_optima": 0.0874, "levy_n13": 0.0549}
+DIGITS_MARGIN = 0.0             # Spearman(u, loss) - baselines' Spearman: CI above 0
 
 
 def _spearman(a, b) -> float:
@@ -124,6 +141,8 @@ def _toy_case(c, hidden, data, key, axes, title):
          "rho_ensemble_vs_f_eu": _spearman(ens_var, true_eu),
          "rho_mc_dropout": _spearman(mc_var, mc_eu),
          "rho_mc_dropout_vs_f_eu": _spearman(mc_var, true_eu)}
+    if axes is None:  # seeds after the first are not plotted
+        return r
     ax0, ax1 = axes
     ax0.plot(g, np.asarray(mu_grid), "k--", lw=1, label="mu(x)")
     ax0.plot(np.asarray(x[:, 0]), np.asarray(y), ".", ms=1.5, color="0.6", label="train")
@@ -145,49 +164,69 @@ def _toy_case(c, hidden, data, key, axes, title):
 
 
 def toy_experiment(out_dir, c, key) -> list[Claim]:
+    """The 1D toy over ``c.seeds`` seeds (fresh data and initialisations each)."""
     t0 = time.time()
-    kdata, k1, k2 = jax.random.split(key, 3)
-    data = _toy_data(c, kdata)
     fig, ax = new_figure(2, 2, figsize=(13, 6.5), sharex=True)
-    flex = _toy_case(c, c.f_hidden, data, k1, ax[:, 0],
-                     f"flexible f: MLP {tuple(c.f_hidden)}")
-    mis = _toy_case(c, c.misspecified_hidden, data, k2, ax[:, 1],
-                    f"misspecified f: MLP {tuple(c.misspecified_hidden)}")
+    flex, mis = [], []
+    for s in range(int(c.seeds)):
+        kdata, k1, k2 = jax.random.split(jax.random.fold_in(key, s), 3)
+        data = _toy_data(c, kdata)
+        first = s == 0
+        flex.append(_toy_case(c, c.f_hidden, data, k1, ax[:, 0] if first else None,
+                              f"flexible f: MLP {tuple(c.f_hidden)} (seed 0)"))
+        mis.append(_toy_case(c, c.misspecified_hidden, data, k2, ax[:, 1] if first else None,
+                             f"misspecified f: MLP {tuple(c.misspecified_hidden)} (seed 0)"))
     fig_path = save_figure(fig, out_dir, "deup_toy1d")
-    settings = {"n_train": int(data[0].shape[0]), "n_holdout": int(data[2].shape[0]),
+    settings = {"seeds": int(c.seeds), "n_train": int(c.n_train),
+                "n_holdout": 2 * int(c.n_out_each) + int(c.n_gap),
                 "noise_std": float(c.noise_std), "f_steps": int(c.f_steps),
                 "e_steps": int(c.e_steps), "num_folds": int(c.num_folds),
                 "features": "x, " * bool(c.use_x) + "log-density, distance",
                 "ensemble_members": int(c.ensemble_members), "dropout": float(c.dropout),
                 "mc_samples": int(c.mc_samples), "seconds": round(time.time() - t0, 1)}
-    mu = flex["mean_u"]
-    rho_u = flex["rho_deup"]
+    u_train = mean_ci([r["mean_u"]["train"] for r in flex])
+    # per seed, the smaller of the gap and outside ratios to the training-interval u
+    ratio = mean_ci([min(r["mean_u"]["gap"], r["mean_u"]["outside"])
+                     / max(r["mean_u"]["train"], 1e-12) for r in flex])
+    rho_u = mean_ci([r["rho_deup"] for r in flex])
+    d_ens = paired_ci([r["rho_deup"] for r in mis], [r["rho_ensemble"] for r in mis])
+    d_mc = paired_ci([r["rho_deup"] for r in mis], [r["rho_mc_dropout"] for r in mis])
+    weaker = d_ens if d_ens.low < d_mc.low else d_mc
+    per_seed_flex = [{k: r[k] for k in ("mean_u", "rho_deup", "rho_ensemble",
+                                         "rho_mc_dropout")} for r in flex]
+    per_seed_mis = [{k: r[k] for k in ("rho_deup", "rho_ensemble", "rho_mc_dropout",
+                                        "rho_ensemble_vs_f_eu", "rho_mc_dropout_vs_f_eu")}
+                    for r in mis]
+    mean_u = {k: float(np.mean([r["mean_u"][k] for r in flex]))
+              for k in ("train", "gap", "outside")}
     return [
         Claim(NAME, "1D toy (flexible f): EU ~ 0 on the training intervals, high in the gap "
-              "and outside [0, 2] (mean u per region)",
-              measured=mu,
-              target=f"train <= {TOY_NEAR_ZERO_ABS} (= sigma^2); gap, outside >= "
-                     f"{TOY_RATIO} x train",
-              passed=bool(mu["train"] <= TOY_NEAR_ZERO_ABS
-                          and mu["gap"] >= TOY_RATIO * mu["train"]
-                          and mu["outside"] >= TOY_RATIO * mu["train"]),
-              figure=fig_path, details={**settings, "flexible": flex}),
+              "and outside [0, 2] (mean u per region, mean over seeds)",
+              measured=mean_u,
+              target=f"95% CI of train u <= {TOY_NEAR_ZERO_ABS} (= sigma^2) and of "
+                     f"min(gap, outside) / train >= {TOY_RATIO}",
+              passed=bool(u_train.high <= TOY_NEAR_ZERO_ABS and ratio.low >= TOY_RATIO),
+              figure=fig_path, **ci_fields(ratio),
+              details={**settings, "train_u_ci": u_train.text(),
+                       "min_ratio_ci": ratio.text(), "per_seed": per_seed_flex},
+              note="CI columns: min(gap, outside) / train ratio of mean u"),
         Claim(NAME, "1D toy (flexible f): Spearman(u, true excess risk (f-mu)^2) on a dense "
-              "grid", measured=rho_u, target=f"> {TOY_SPEARMAN}",
-              passed=rho_u > TOY_SPEARMAN, figure=fig_path,
-              details={**settings, "flexible": flex}),
+              "grid", measured=rho_u.mean, target=f"95% CI > {TOY_SPEARMAN}",
+              passed=rho_u.low > TOY_SPEARMAN, figure=fig_path, **ci_fields(rho_u),
+              details={**settings, "per_seed": [r["rho_deup"] for r in flex]}),
         Claim(NAME, "1D toy (misspecified f): DEUP's Spearman with the excess risk beats "
               "ensemble variance and MC-dropout variance",
-              measured={"deup": mis["rho_deup"], "ensemble": mis["rho_ensemble"],
-                        "mc_dropout": mis["rho_mc_dropout"]},
-              target="deup > ensemble and deup > MC-dropout (each vs its own model's EU)",
-              passed=bool(mis["rho_deup"] > mis["rho_ensemble"]
-                          and mis["rho_deup"] > mis["rho_mc_dropout"]),
-              figure=fig_path,
-              details={**settings, "misspecified": mis,
-                       "flexible_case_for_comparison": {
-                           k: flex[k] for k in ("rho_deup", "rho_ensemble",
-                                                "rho_mc_dropout")}}),
+              measured={"deup": float(np.mean([r["rho_deup"] for r in mis])),
+                        "ensemble": float(np.mean([r["rho_ensemble"] for r in mis])),
+                        "mc_dropout": float(np.mean([r["rho_mc_dropout"] for r in mis]))},
+              target="paired 95% CIs of rho(deup) - rho(ensemble) and rho(deup) - "
+                     "rho(MC-dropout) > 0 (each vs its own model's EU)",
+              passed=bool(d_ens.excludes_zero(">") and d_mc.excludes_zero(">")),
+              figure=fig_path, **ci_fields(weaker),
+              details={**settings, "deup_minus_ensemble": d_ens.text(),
+                       "deup_minus_mc_dropout": d_mc.text(), "per_seed": per_seed_mis,
+                       "flexible_case_for_comparison": per_seed_flex},
+              note="CI columns: the weaker of the two paired differences"),
     ]
 
 
@@ -211,10 +250,11 @@ def smo_experiment(out_dir, c, key) -> tuple[list[Claim], dict]:
     claims, raw = [], {}
     fig, axes = new_figure(1, 2, figsize=(11, 4))
     for ax, obj in zip(axes, (D.MULTI_OPTIMA, D.LEVY_N13)):
-        res = {}
+        res, smo_x = {}, {}
         for method in D.METHODS:
             out = D.run_smo_seeds(method, obj, cfg, keys)
             res[method] = np.asarray(out["best"], np.float64)  # (S, T+1)
+            smo_x[method] = out["x"]
             if method == "deup":
                 D.check_no_leakage(jax.tree.map(lambda a: a[0], out["error_data"]))
                 ua, ub = np.asarray(out["u_acq"]), np.asarray(out["u_acq_after"])
@@ -233,30 +273,51 @@ def smo_experiment(out_dir, c, key) -> tuple[list[Claim], dict]:
         ax.set_ylabel("best value found")
         ax.legend(fontsize=7)
         regret = {m: obj.optimum - v[:, -1] for m, v in res.items()}
-        diff = regret["deup"] - regret["gp"]
-        se_diff = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
-        not_worse = float(diff.mean()) <= SMO_SE_MULT * se_diff
-        better_rand = float(regret["deup"].mean()) < float(regret["random"].mean())
+        # paired over seeds: every method starts from the seed's initial design
+        vs_gp = paired_ci(regret["deup"], regret["gp"])
+        vs_rand = paired_ci(regret["random"], regret["deup"])
+        margin = SMO_EQUIV_MARGIN[obj.name]
+        not_worse = vs_gp.high <= margin
+        better_rand = vs_rand.excludes_zero(">")
         final = {m: float(v[:, -1].mean()) for m, v in res.items()}
+        # where the acquisitions went: distance of each acquisition to the nearest
+        # earlier point (unit cube), and the seeds whose best value stays below the
+        # best non-global local optimum (regret > the global-vs-next-optimum gap)
+        xs = {m: np.asarray(smo_x[m]) for m in ("deup", "gp")}
+        n0 = int(c.n_init)
+        near = {m: float(np.mean([[np.min(np.linalg.norm(x[s, n0 + t] - x[s, :n0 + t], axis=-1))
+                                   for t in range(x.shape[1] - n0)] for s in range(x.shape[0])]))
+                for m, x in xs.items()}
+        basin_gap = 2 * margin
+        stuck = {m: int(np.sum(r > basin_gap)) for m, r in regret.items()}
+        note = ""
+        if not not_worse:
+            note = (f"DEUP-EI ends below the best non-global local optimum (regret > "
+                    f"{basin_gap:.3g}) on {stuck['deup']}/{regret['deup'].size} seeds, GP-EI on "
+                    f"{stuck['gp']}/{regret['gp'].size}; mean distance of an acquisition to "
+                    f"the nearest earlier point {near['deup']:.3g} (DEUP) vs {near['gp']:.3g} "
+                    f"(GP) in the unit cube; see details for the mechanism")
         claims.append(Claim(
             NAME, f"SMO {obj.name}: DEUP-EI not worse than GP-EI and better than random "
-            f"search (mean final best value; regret = optimum - best)",
+            f"search (final regret = optimum - best value found)",
             measured={"final_best": final,
                       "final_regret": {m: float(r.mean()) for m, r in regret.items()}},
-            target=f"regret(DEUP) - regret(GP) <= {SMO_SE_MULT} SE (paired over seeds) and "
-                   f"regret(DEUP) < regret(random)",
-            passed=bool(not_worse and better_rand), figure=None,
+            target=f"paired 95% CI of regret(DEUP) - regret(GP) <= {margin} (equivalence "
+                   f"margin, half the global-vs-next-optimum gap) and of regret(random) - "
+                   f"regret(DEUP) > 0",
+            passed=bool(not_worse and better_rand), figure=None, **ci_fields(vs_gp),
+            note=note,
             details={"seeds": int(c.seeds), "n_init": int(c.n_init), "n_steps": int(c.n_steps),
                      "num_candidates": int(c.num_candidates), "mlp_steps": int(c.mlp_steps),
                      "refit_steps": int(c.refit_steps), "gp_steps": int(c.gp_steps),
-                     "regret_diff_deup_minus_gp": float(diff.mean()), "se_diff": se_diff,
-                     "seeds_where_gp_beats_deup": int(np.sum(diff > 0)),
-                     "note": ("passes only through the 2-SE allowance: DEUP's mean regret "
-                              "is higher than GP's" if not_worse and diff.mean() > 0
-                              else ""),
+                     "deup_minus_gp_regret": vs_gp.text(),
+                     "random_minus_deup_regret": vs_rand.text(),
+                     "seeds_where_gp_beats_deup": int(np.sum(regret["deup"] > regret["gp"])),
                      "seeds_where_deup_beats_random": int(np.sum(
                          regret["deup"] < regret["random"])),
-                     "optimum": obj.optimum,
+                     "seeds_below_next_best_local_optimum": stuck,
+                     "mean_distance_acquisition_to_nearest_earlier_point": near,
+                     "optimum": obj.optimum, "equivalence_margin": margin,
                      "frac_acquired_points_whose_u_dropped_after_update": drop}))
     fig_path = save_figure(fig, out_dir, "deup_smo")
     claims = [Claim(**{**cl.__dict__, "figure": fig_path}) for cl in claims]
@@ -295,29 +356,56 @@ def digits_experiment(out_dir, c, key) -> list[Claim]:
                             target="log", log_correction=0.0),
         features=D.FeatureConfig(use_x=False, density=True, distance=True, variance=True),
         num_folds=int(c.num_folds))
-    kd, kp, ke = jax.random.split(key, 3)
-    state = D.fit_deup(cfg, kd, x, y, extra_folds=class_folds, num_extra_folds=n_groups)
-    D.check_no_leakage(state.error_data)
-    probs, e, mc_logvar = D.deup_predict(cfg, state, xt, key=kp)
-    loss = np.asarray(D.loss_of(pred_cfg, probs, yt))
-    u = np.asarray(D.epistemic_uncertainty(e, 0.0))  # clean labels: a = 0
     ens_cfg = D.MLPConfig(hidden=tuple(c.hidden), steps=int(c.steps), lr=3e-3,
                           weight_decay=1e-4)
     ens_pred = D.Predictor(ens_cfg, task="classification", num_classes=10,
                            num_members=int(c.ensemble_members))
-    ens_params = jax.jit(lambda k: D.fit_predictor(ens_pred, k, x, y, jnp.ones(y.shape)))(ke)
-    ens_probs, ens_logvar = D.predict(ens_pred, ens_params, xt)
-    ens_loss = np.asarray(D.loss_of(ens_pred, ens_probs, yt))
-    rho_u = _spearman(u, loss)
-    rho_mc = _spearman(np.asarray(mc_logvar), loss)
-    rho_ens = _spearman(np.asarray(ens_logvar), ens_loss)
-    rho_ens_f = _spearman(np.asarray(ens_logvar), loss)
-    acc_in = float(np.mean(np.argmax(np.asarray(probs), -1)[~is_ood] == np.asarray(yt)[~is_ood]))
-
+    fit_ens = jax.jit(lambda k: D.fit_predictor(ens_pred, k, x, y, jnp.ones(y.shape)))
+    feat_names = ["log_density", "distance", "mc_log_var"]
+    seeds = []
+    for s in range(int(c.seeds)):
+        kd, kp, ke = jax.random.split(jax.random.fold_in(key, s), 3)
+        state = D.fit_deup(cfg, kd, x, y, extra_folds=class_folds, num_extra_folds=n_groups)
+        D.check_no_leakage(state.error_data)
+        probs, e, mc_logvar = D.deup_predict(cfg, state, xt, key=kp)
+        loss = np.asarray(D.loss_of(pred_cfg, probs, yt))
+        u = np.asarray(D.epistemic_uncertainty(e, 0.0))  # clean labels: a = 0
+        ens_probs, ens_logvar = D.predict(ens_pred, fit_ens(ke), xt)
+        ens_loss = np.asarray(D.loss_of(ens_pred, ens_probs, yt))
+        # mechanism: each input feature of e alone, e's ranking of its own training
+        # rows, and the shift of the features between the error rows (fold models)
+        # and the test queries (final model)
+        phi_t = np.asarray(D.compute_features(cfg.features, xt, state.ref_x, state.ref_mask,
+                                              mc_logvar))
+        ed = state.error_data
+        valid = np.asarray(ed.valid)
+        phi_r = np.asarray(ed.phi)[valid]
+        e_rows = np.asarray(D.predict_error(cfg.error, state.error, ed.phi))[valid]
+        seeds.append({
+            "rho_deup": _spearman(u, loss), "rho_mc_dropout": _spearman(np.asarray(mc_logvar), loss),
+            "rho_ensemble": _spearman(np.asarray(ens_logvar), ens_loss),
+            "rho_ensemble_vs_f_loss": _spearman(np.asarray(ens_logvar), loss),
+            "rho_feature_alone": {n: _spearman(phi_t[:, k], loss)
+                                  for k, n in enumerate(feat_names)},
+            "rho_deup_held_in": _spearman(u[~is_ood], loss[~is_ood]),
+            "rho_mc_dropout_held_in": _spearman(np.asarray(mc_logvar)[~is_ood], loss[~is_ood]),
+            "rho_e_on_its_training_rows": _spearman(e_rows, np.asarray(ed.loss)[valid]),
+            "rho_mc_var_on_error_rows": _spearman(phi_r[:, 2], np.asarray(ed.loss)[valid]),
+            "feature_mean_error_rows": dict(zip(feat_names, phi_r.mean(0).tolist())),
+            "feature_mean_test_held_in": dict(zip(feat_names, phi_t[~is_ood].mean(0).tolist())),
+            "feature_mean_test_held_out": dict(zip(feat_names, phi_t[is_ood].mean(0).tolist())),
+            "accuracy_held_in": float(np.mean(np.argmax(np.asarray(probs), -1)[~is_ood]
+                                              == np.asarray(yt)[~is_ood])),
+            "error_rows": int(valid.sum())})
+        if s == 0:
+            plots = (u, np.exp(np.asarray(mc_logvar)), np.exp(np.asarray(ens_logvar)), loss,
+                     ens_loss)
+    u, mc_var, ens_var, loss, ens_loss = plots
+    r0 = seeds[0]
     fig, ax = new_figure(1, 3, figsize=(13, 3.8))
-    for a_, val, name, rho in ((ax[0], u, "DEUP u", rho_u),
-                               (ax[1], np.exp(np.asarray(mc_logvar)), "MC-dropout var", rho_mc),
-                               (ax[2], np.exp(np.asarray(ens_logvar)), "ensemble var", rho_ens)):
+    for a_, val, name, rho in ((ax[0], u, "DEUP u", r0["rho_deup"]),
+                               (ax[1], mc_var, "MC-dropout var", r0["rho_mc_dropout"]),
+                               (ax[2], ens_var, "ensemble var", r0["rho_ensemble"])):
         lo = loss if name != "ensemble var" else ens_loss
         a_.scatter(val[~is_ood], lo[~is_ood], s=4, label="held-in classes")
         a_.scatter(val[is_ood], lo[is_ood], s=4, c="r", label=f"held-out {tuple(held)}")
@@ -325,23 +413,41 @@ def digits_experiment(out_dir, c, key) -> list[Claim]:
         a_.set_yscale("log")
         a_.set_xlabel(name)
         a_.set_ylabel("test log loss")
-        a_.set_title(f"Spearman {rho:.3f}")
+        a_.set_title(f"Spearman {rho:.3f} (seed 0)")
         a_.legend(fontsize=7)
     fig_path = save_figure(fig, out_dir, "deup_digits_ood")
+    col = lambda k: [r[k] for r in seeds]
+    d_mc = paired_ci(col("rho_deup"), col("rho_mc_dropout"))
+    d_ens = paired_ci(col("rho_deup"), col("rho_ensemble"))
+    weaker = d_ens if d_ens.low < d_mc.low else d_mc
+    passed = bool(d_mc.low > DIGITS_MARGIN and d_ens.low > DIGITS_MARGIN)
+    mean = lambda k: float(np.mean(col(k)))
+    feat = {n: float(np.mean([r["rho_feature_alone"][n] for r in seeds])) for n in feat_names}
+    note = ""
+    if not passed:
+        note = (f"mean over seeds: Spearman of e's inputs alone with the loss {feat}; DEUP "
+                f"{mean('rho_deup'):.3f}; on held-in classes only DEUP "
+                f"{mean('rho_deup_held_in'):.3f} vs MC-dropout "
+                f"{mean('rho_mc_dropout_held_in'):.3f}; e ranks its own training rows at "
+                f"{mean('rho_e_on_its_training_rows'):.3f} (the MC log-variance feature alone "
+                f"at {mean('rho_mc_var_on_error_rows'):.3f}); the ensemble is scored against "
+                f"its own (more accurate) model's loss: against f's loss "
+                f"{mean('rho_ensemble_vs_f_loss'):.3f}")
     return [Claim(
         NAME, "Digits (train on 8 classes, hold out 2): Spearman(u, log loss) on held-in + "
         "held-out test points beats ensemble and MC-dropout variance",
-        measured={"deup": rho_u, "mc_dropout": rho_mc, "ensemble_vs_own_loss": rho_ens,
-                  "ensemble_vs_f_loss": rho_ens_f},
-        target=f"deup > mc_dropout + {DIGITS_MARGIN} and deup > ensemble + {DIGITS_MARGIN}",
-        passed=bool(rho_u > rho_mc + DIGITS_MARGIN and rho_u > rho_ens + DIGITS_MARGIN),
-        figure=fig_path,
+        measured={"deup": mean("rho_deup"), "mc_dropout": mean("rho_mc_dropout"),
+                  "ensemble_vs_own_loss": mean("rho_ensemble"),
+                  "ensemble_vs_f_loss": mean("rho_ensemble_vs_f_loss")},
+        target=f"paired 95% CIs of rho(deup) - rho(mc_dropout) and rho(deup) - "
+               f"rho(ensemble) > {DIGITS_MARGIN}",
+        passed=passed, figure=fig_path, **ci_fields(weaker), note=note,
         details={"n_train": int(x.shape[0]), "n_test": int(xt.shape[0]),
                  "n_test_ood": int(is_ood.sum()), "held_out": held.tolist(),
-                 "accuracy_held_in": acc_in, "num_folds": int(c.num_folds),
-                 "class_group_folds": n_groups, "steps": int(c.steps),
-                 "e_steps": int(c.e_steps), "error_rows": int(state.error_data.num_rows),
-                 "seconds": round(time.time() - t0, 1)})]
+                 "num_folds": int(c.num_folds), "class_group_folds": n_groups,
+                 "steps": int(c.steps), "e_steps": int(c.e_steps),
+                 "deup_minus_mc_dropout": d_mc.text(), "deup_minus_ensemble": d_ens.text(),
+                 "per_seed": seeds, "seconds": round(time.time() - t0, 1)})]
 
 
 # =========================================================================
@@ -349,7 +455,7 @@ def digits_experiment(out_dir, c, key) -> list[Claim]:
 # =========================================================================
 
 def _config(quick: bool):
-    from configs.deup import get_config
+    from gapjax.configs.deup import get_config
 
     return get_config("quick" if quick else "full")
 
@@ -380,6 +486,7 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
 
 def main(config, workdir) -> dict:
     """``python -m gapjax.run deup`` entry: writes ``deup_results.json`` and figures."""
+    check_config("deup", config)  # every value checked before any work
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     claims, smo_raw, timings = _run_all(config, workdir)

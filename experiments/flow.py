@@ -54,6 +54,7 @@ import optax
 
 import gapjax.flow as F
 from gapjax import report
+from gapjax.config import check_config
 from gapjax.data import (batch_at, checkerboard_log_prob, eight_gaussians_mixture,
                          gaussian_mixture, load_digits, sample_toy2d)
 from gapjax.report import Claim
@@ -670,6 +671,7 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
 def main(config, workdir) -> dict:
     """``python -m gapjax.run flow``: runs all sub-experiments, writes
     ``workdir/flow.json`` and figures under ``workdir/figures``."""
+    check_config("flow", config)  # every value checked before any work
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     summary, _ = _execute(config, workdir)

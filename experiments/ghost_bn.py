@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gapjax import report
+from gapjax.config import check_config
 from gapjax.data import batch_at, load_digits
 from gapjax.ghost_bn import (BNMLP, Regime, adapt_regime, correlation, cross_entropy,
                              log_fit, lr_boundaries, make_optimizer, total_updates,
@@ -40,19 +41,29 @@ NAME = "ghost_bn"
 RUNS = ("SB", "LB", "LB+sqrtLR", "LB+sqrtLR+GBN", "LB+sqrtLR+GBN+RA")
 
 # ---- targets, written before the run ----------------------------------------
-# Test accuracies are means over seeds; SE = sqrt(std_a^2/S + std_b^2/S) (std
-# over seeds, ddof=1), the standard error of a difference of two means.
-# 1. A generalization gap exists:            acc(SB) - acc(LB) > 2 SE
-# 2-4. Each step of the recipe shrinks it:   acc(LB) < acc(LB+sqrtLR)
-#                                            <= acc(+GBN) <= acc(+GBN+RA)
-#      (paper F1/MNIST 99.31 SB, 99.09 LB, 99.21 +sqrtLR, 99.27 +GBN, 99.35 +RA)
-# 5. Regime adaptation closes it:            acc(SB) - acc(+RA) <= 2 SE
-#      (one-sided: RA may exceed SB, as in the paper)
-# 6. ||w_t - w_0|| ~ log t in the initial high-LR phase (first layer, SB run,
-#    seed-mean curve): Pearson r of the fit a + b log t >= 0.95, and log t fits
-#    better than sqrt t (ordinary random-walk diffusion).
-GAP_SE_MULT = 2.0
-CLOSE_SE_MULT = 2.0
+# Seed s starts every run from the same initial weights, so runs are compared
+# by the paired per-seed difference of test accuracy, with its 95% Student-t
+# interval over the seeds (gapjax.report.paired_ci).
+# 1. A generalization gap exists:            CI of acc(SB) - acc(LB) > 0
+# 2-4. Each step of the recipe shrinks it:   CI of acc(+sqrtLR) - acc(LB) > 0,
+#      CI of acc(+GBN) - acc(+sqrtLR) > 0, CI of acc(+GBN+RA) - acc(+GBN) > 0
+#      (paper F1/MNIST 99.31 SB, 99.09 LB, 99.21 +sqrtLR, 99.27 +GBN, 99.35 +RA).
+#      Issue 13 replaced the earlier targets ("> 0" / ">= 0" on the means,
+#      whatever the spread) by the interval rule before any full run.
+# 5. Regime adaptation closes it: the remaining gap SB - RA is at most
+#    CLOSE_FRACTION of the original gap SB - LB, per seed: the CI of
+#    (SB - RA) - CLOSE_FRACTION (SB - LB) lies below 0. One-sided: RA may exceed
+#    SB, as in the paper. (Replaces "SB - RA <= 2 SE", whose margin shrank with
+#    the seed count, issue 13.)
+# 6. ||w_t - w_0|| ~ log t in the initial high-LR phase (first layer, SB run):
+#    Pearson r of the fit a + b log t on the seed-mean curve >= 0.95, and log t
+#    fits better than sqrt t (ordinary random-walk diffusion): the per-seed
+#    CI of r(log t) - r(sqrt t) > 0.
+# Equivalence margin of claim 5: the paper's remaining gaps after regime
+# adaptation are -0.04 pts of a 0.22-pt gap (F1/MNIST, -18%) and -0.24 of 6.73
+# (ResNet44/CIFAR-10, -4%); "closes the gap" is read as "at most a quarter of
+# the gap remains".
+CLOSE_FRACTION = 0.25
 LOG_FIT_MIN_R = 0.95
 DIST_LAYER = "Dense_0"  # the official code logs parameter 0: the first Linear
 
@@ -149,6 +160,7 @@ def train_run(cfg, regime: Regime, ghost: int | None, data, workdir) -> dict:
         "lr": [list(p) for p in regime.lr], "updates": updates,
         "lr_drop_steps": lr_boundaries(regime, n)[0],
         "test_acc": np.asarray(summary["eval"]["acc"]),
+        "num_test": int(xte.shape[0]),
         "train_acc": np.asarray(accuracy(state.params, bstats, arrays[0], arrays[1])),
         "final_train_loss": np.asarray(rows[updates]["loss"]),
         "distance_steps": np.asarray(log_at),
@@ -161,11 +173,6 @@ def train_run(cfg, regime: Regime, ghost: int | None, data, workdir) -> dict:
 def _mean_std(a) -> tuple[float, float]:
     a = np.asarray(a, np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def _se_diff(a, b) -> float:
-    (_, sa), (_, sb) = _mean_std(a), _mean_std(b)
-    return math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b))
 
 
 def run_all(cfg, workdir) -> dict:
@@ -181,10 +188,12 @@ def run_all(cfg, workdir) -> dict:
             for name, (reg, ghost) in _regimes(cfg).items()}
 
 
-def _weight_fit(res: dict, layer: str = DIST_LAYER) -> dict:
-    """Log-t fit of the seed-mean distance of ``layer`` over the initial phase."""
+def _weight_fit(res: dict, layer: str = DIST_LAYER, seed: int | None = None) -> dict:
+    """Log-t fit of the distance of ``layer`` over the initial phase: the
+    seed-mean curve (``seed=None``) or one seed's curve."""
     t = res["distance_steps"]
-    d = res["distance"][layer].mean(0)
+    d = res["distance"][layer]
+    d = d.mean(0) if seed is None else d[seed]
     first_drop = res["lr_drop_steps"][0] if res["lr_drop_steps"] else res["updates"] + 1
     sel = t < first_drop
     fit = log_fit(t[sel], d[sel])
@@ -194,8 +203,12 @@ def _weight_fit(res: dict, layer: str = DIST_LAYER) -> dict:
     return fit
 
 
+def _pts(iv: report.Interval) -> str:
+    return iv.text(".2f", scale=100).replace(" seeds)", " seeds) pts")
+
+
 def claims_from(results: dict, cfg, out_dir) -> list[report.Claim]:
-    acc = {k: results[k]["test_acc"] for k in RUNS}
+    acc = {k: np.asarray(results[k]["test_acc"], np.float64) for k in RUNS}
     ms = {k: _mean_std(v) for k, v in acc.items()}
     fmt = {k: f"{100 * m:.2f} ± {100 * s:.2f}" for k, (m, s) in ms.items()}
     common = {"test_acc_mean_std_pct": fmt,
@@ -207,55 +220,82 @@ def claims_from(results: dict, cfg, out_dir) -> list[report.Claim]:
     fig_acc = _plot_acc(results, out_dir)
     fig_dist = _plot_distance(results, out_dir)
     rows = []
+    n_test = int(results["SB"].get("num_test", 0)) or None
+    one_image = f"; one test image = {100 / n_test:.2f} pts" if n_test else ""
 
-    def diff(a, b):
-        return ms[a][0] - ms[b][0]
-
-    se = _se_diff(acc["SB"], acc["LB"])
+    iv = report.paired_ci(acc["SB"], acc["LB"])
+    ok = iv.excludes_zero(">")
     rows.append(report.Claim(
         NAME, "Large batch generalizes worse than small batch (the gap)",
-        measured=f"SB {fmt['SB']} vs LB {fmt['LB']} %: gap {100 * diff('SB', 'LB'):.2f} pts",
-        target=f"gap > {GAP_SE_MULT:g} SE ({100 * GAP_SE_MULT * se:.2f} pts)",
-        passed=diff("SB", "LB") > GAP_SE_MULT * se, figure=fig_acc,
-        details={**common, "per_seed_test_acc": acc}))
-    steps = [("LB", "LB+sqrtLR", "sqrt(B_L/B_S) learning-rate scaling", True),
-             ("LB+sqrtLR", "LB+sqrtLR+GBN", "ghost batch norm (ghost size B_S)", False),
-             ("LB+sqrtLR+GBN", "LB+sqrtLR+GBN+RA", "regime adaptation (train longer)", False)]
-    for a, b, what, strict in steps:
-        d = diff(b, a)
+        measured=f"SB {fmt['SB']} vs LB {fmt['LB']} %: SB - LB {_pts(iv)}",
+        target="95% CI of the paired SB - LB > 0", passed=ok, figure=fig_acc,
+        details={**common, "per_seed_test_acc": acc}, **report.ci_fields(iv),
+        note="" if ok else f"the paired gap's interval {_pts(iv)} reaches 0{one_image}"))
+    steps = [("LB", "LB+sqrtLR", "sqrt(B_L/B_S) learning-rate scaling"),
+             ("LB+sqrtLR", "LB+sqrtLR+GBN", "ghost batch norm (ghost size B_S)"),
+             ("LB+sqrtLR+GBN", "LB+sqrtLR+GBN+RA", "regime adaptation (train longer)")]
+    for a, b, what in steps:
+        iv = report.paired_ci(acc[b], acc[a])
+        ok = iv.excludes_zero(">")
+        per_seed = 100 * (acc[b] - acc[a])
+        note = "" if ok else (
+            f"paired difference {_pts(iv)}: the interval includes 0 (per-seed "
+            f"differences {np.round(per_seed, 2).tolist()} pts{one_image}); the "
+            f"step's effect is below what {iv.n} seeds resolve at this scale"
+            + (" (the paper's own GBN gain on F1/MNIST is +0.06 pts)" if "GBN" in what
+               else ""))
         rows.append(report.Claim(
-            NAME, f"Adding {what} shrinks the gap: acc({b}) {'>' if strict else '>='} acc({a})",
-            measured=f"{fmt[b]} vs {fmt[a]} %: {100 * d:+.2f} pts",
-            target="> 0" if strict else ">= 0",
-            passed=d > 0 if strict else d >= 0, figure=fig_acc,
-            details={"se_diff_pts": 100 * _se_diff(acc[a], acc[b]),
-                     "difference_in_se": d / max(_se_diff(acc[a], acc[b]), 1e-12),
-                     "paired_per_seed_diff_pts": 100 * (np.asarray(acc[b]) - np.asarray(acc[a])),
-                     "updates": {a: results[a]["updates"], b: results[b]["updates"]}}))
+            NAME, f"Adding {what} shrinks the gap: acc({b}) > acc({a})",
+            measured=f"{fmt[b]} vs {fmt[a]} %: {_pts(iv)}",
+            target="95% CI of the paired difference > 0", passed=ok, figure=fig_acc,
+            details={"paired_per_seed_diff_pts": per_seed,
+                     "updates": {a: results[a]["updates"], b: results[b]["updates"]}},
+            **report.ci_fields(iv), note=note))
     ra = "LB+sqrtLR+GBN+RA"
-    se = _se_diff(acc["SB"], acc[ra])
+    excess = (acc["SB"] - acc[ra]) - CLOSE_FRACTION * (acc["SB"] - acc["LB"])
+    iv = report.mean_ci(excess)
+    ok = iv.excludes_zero("<")
+    gap_iv = report.paired_ci(acc["SB"], acc[ra])
     rows.append(report.Claim(
-        NAME, "Regime adaptation closes the gap: acc(SB) - acc(LB+sqrtLR+GBN+RA) within noise",
-        measured=f"SB {fmt['SB']} vs RA {fmt[ra]} %: SB - RA {100 * diff('SB', ra):+.2f} pts",
-        target=f"SB - RA <= {CLOSE_SE_MULT:g} SE ({100 * CLOSE_SE_MULT * se:.2f} pts)",
-        passed=diff("SB", ra) <= CLOSE_SE_MULT * se, figure=fig_acc,
-        details={"updates": {"SB": results["SB"]["updates"], ra: results[ra]["updates"]}}))
+        NAME, "Regime adaptation closes the gap: acc(SB) - acc(LB+sqrtLR+GBN+RA) "
+              f"at most {CLOSE_FRACTION:g} of the SB - LB gap",
+        measured=f"SB {fmt['SB']} vs RA {fmt[ra]} %: SB - RA {_pts(gap_iv)}",
+        target=f"95% CI of (SB - RA) - {CLOSE_FRACTION:g} (SB - LB) < 0 (margin from "
+               "the paper's remaining gaps, -18% and -4%)",
+        passed=ok, figure=fig_acc,
+        details={"updates": {"SB": results["SB"]["updates"], ra: results[ra]["updates"]},
+                 "excess_over_margin_pts": _pts(iv),
+                 "per_seed_SB_minus_RA_pts": 100 * (acc["SB"] - acc[ra])},
+        **report.ci_fields(iv),
+        note="" if ok else f"(SB - RA) - {CLOSE_FRACTION:g} (SB - LB) = {_pts(iv)}: "
+                           "the remaining gap is not shown below the margin"))
     fit = _weight_fit(results["SB"])
+    seeds = results["SB"]["distance"][DIST_LAYER].shape[0]
+    per_seed = [_weight_fit(results["SB"], seed=i) for i in range(seeds)]
+    iv = report.mean_ci([f["r"] - f["r_sqrt"] for f in per_seed])
     dense = [k for k in results["SB"]["distance"] if k.startswith("Dense_")]
-    reason = ("" if fit["r"] >= LOG_FIT_MIN_R and fit["r"] > fit["r_sqrt"] else
-              f"over the {fit['phase_end_step']} updates of the initial phase "
-              f"({fit['points']} logged points) the distance grows "
-              + ("faster than log t (sqrt t fits better)" if fit["r_sqrt"] >= fit["r"]
-                 else "less regularly than log t"))
+    ok = fit["r"] >= LOG_FIT_MIN_R and iv.excludes_zero(">")
+    note = "" if ok else (
+        f"over the {fit['phase_end_step']} updates of the initial phase "
+        f"({fit['points']} log-spaced points) the distance grows "
+        + ("faster than log t: sqrt t fits better (r(log t) - r(sqrt t) "
+           f"{iv.text('.4f')})" if iv.mean <= 0 else
+           f"r(log t) - r(sqrt t) {iv.text('.4f')} does not exclude 0"
+           if fit["r"] >= LOG_FIT_MIN_R else
+           f"irregularly: r(log t) {fit['r']:.4f} < {LOG_FIT_MIN_R}")
+        + ("; the quick preset's phase is short (the claim is about thousands of "
+           "updates, see the full preset)" if cfg.preset == "quick" else ""))
     rows.append(report.Claim(
         NAME, f"||w_t - w_0|| grows like log t in the initial high-LR phase "
               f"(SB, {DIST_LAYER}, t < {fit['phase_end_step']})",
-        measured=f"r(log t) = {fit['r']:.4f}, r(sqrt t) = {fit['r_sqrt']:.4f}",
-        target=f"r(log t) >= {LOG_FIT_MIN_R} and r(log t) > r(sqrt t)",
-        passed=fit["r"] >= LOG_FIT_MIN_R and fit["r"] > fit["r_sqrt"], figure=fig_dist,
-        details={**fit, "reason": reason,
+        measured=f"seed-mean r(log t) = {fit['r']:.4f}, r(sqrt t) = {fit['r_sqrt']:.4f}; "
+                 f"per seed r(log t) - r(sqrt t) = {iv.text('.4f')}",
+        target=f"r(log t) >= {LOG_FIT_MIN_R} and 95% CI of r(log t) - r(sqrt t) > 0",
+        passed=ok, figure=fig_dist,
+        details={**fit, "per_seed": per_seed,
                  "SB_per_layer": {k: _weight_fit(results["SB"], k) for k in dense},
-                 "RA_run": _weight_fit(results[ra])}))
+                 "RA_run": _weight_fit(results[ra])},
+        **report.ci_fields(iv), note=note))
     return rows
 
 
@@ -328,6 +368,7 @@ def main(config, workdir) -> dict:
     """``python -m gapjax.run ghost_bn``: trains the five runs (``workdir/runs/*``
     with metrics.jsonl and checkpoints; ``--resume`` continues them), writes
     ``workdir/ghost_bn.json`` and figures under ``workdir/figures``."""
+    check_config("ghost_bn", config)  # every value checked before any work
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     summary, _ = _execute(config, workdir)

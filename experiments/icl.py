@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from gapjax import icl
+from gapjax.config import check_config
 from gapjax.report import Claim, new_figure, save_figure
 from gapjax.train import Task, train_and_evaluate
 
@@ -200,6 +201,7 @@ def _summ(res):
 # ------------------------------------------------------------------ main entry
 def main(config, workdir) -> dict:
     """Trains ``config`` and evaluates in distribution and under shifts."""
+    check_config("icl", config)  # every value checked before any work
     workdir = pathlib.Path(workdir)
     t0 = time.perf_counter()
     model, params, summary, pool = train(config, workdir)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gapjax import report
+from gapjax.config import check_config
 from gapjax.report import Claim
 import gapjax.scaling as gs
 
@@ -430,6 +431,7 @@ def run(out_dir: pathlib.Path, quick: bool = True) -> list[Claim]:
 def main(config, workdir) -> dict:
     """``python -m gapjax.run scaling`` entry: writes ``scaling_results.json``,
     ``scaling_claims.json`` and figures under ``workdir/figures``."""
+    check_config("scaling", config)  # every value checked before any work
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     claims, results = _run_all(config, workdir)

@@ -122,3 +122,80 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
             raise ValueError(f"config key {key!r}: {e}") from None
         node[leaf] = value
     return cfg
+
+
+def _fmt_rule(kind):
+    return {"counts": "an integer >= 1", "nonneg_counts": "an integer >= 0",
+            "positive": "a finite number > 0", "nonneg": "a finite number >= 0",
+            "fractions": "a number in (0, 1)", "rates": "a number in [0, 1)",
+            "finite": "a finite number"}[kind]
+
+
+def _ok(kind, v) -> bool:
+    import math
+    if kind in ("counts", "nonneg_counts"):
+        return (isinstance(v, int) and not isinstance(v, bool)
+                and v >= (1 if kind == "counts" else 0))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return {"positive": v > 0, "nonneg": v >= 0, "fractions": 0 < v < 1,
+            "rates": 0 <= v < 1, "finite": True}[kind]
+
+
+def validate(config, *, counts=(), nonneg_counts=(), positive=(), nonneg=(),
+             fractions=(), rates=(), finite=(), choices=None, optional=(), relations=()):
+    """Checks config values before any training; raises ValueError naming the key.
+
+    Each argument lists (dotted) keys: ``counts`` integers >= 1, ``nonneg_counts``
+    integers >= 0, ``positive`` finite > 0, ``nonneg`` finite >= 0, ``fractions``
+    in (0, 1), ``rates`` in [0, 1), ``finite`` any finite number; a tuple/list
+    value must be non-empty and every element must satisfy the rule. ``choices`` maps keys to allowed values;
+    ``optional`` keys may also be None; ``relations`` is a sequence of
+    ``(predicate(config) -> bool, message)`` checked after the per-key rules.
+    Keys missing from ``config`` are skipped (a test keeps the rules and the
+    bundled configs in step). Returns ``config``.
+    """
+    def get(key):
+        node = config
+        for part in key.split("."):
+            if part not in node:
+                return _MISSING
+            node = node[part]
+        return node
+
+    rules = dict(counts=counts, nonneg_counts=nonneg_counts, positive=positive,
+                 nonneg=nonneg, fractions=fractions, rates=rates, finite=finite)
+    for kind, keys in rules.items():
+        for key in keys:
+            v = get(key)
+            if v is _MISSING or (v is None and key in optional):
+                continue
+            seq = isinstance(v, (list, tuple))
+            if (seq and (not v or not all(_ok(kind, e) for e in v))) or (
+                    not seq and not _ok(kind, v)):
+                what = (f"a non-empty sequence, each element {_fmt_rule(kind)}" if seq
+                        else _fmt_rule(kind))
+                raise ValueError(f"config key {key!r} must be {what}"
+                                 f"{' (or None)' if key in optional else ''}, got {v!r}")
+    for key, allowed in (choices or {}).items():
+        v = get(key)
+        if v is _MISSING or (v is None and key in optional):
+            continue
+        for e in (v if isinstance(v, (list, tuple)) else (v,)):
+            if e not in tuple(allowed):
+                raise ValueError(f"config key {key!r} must be one of {tuple(allowed)}, "
+                                 f"got {v!r}")
+    for predicate, message in relations:
+        if not predicate(config):
+            raise ValueError(f"config: {message}")
+    return config
+
+
+_MISSING = object()
+
+
+def check_config(experiment: str, config):
+    """Validates ``config`` against ``gapjax.configs.<experiment>.CONSTRAINTS``
+    (called first thing by every experiment's ``main``)."""
+    module = importlib.import_module(f"gapjax.configs.{experiment}")
+    return validate(config, **getattr(module, "CONSTRAINTS", {}))
