@@ -92,6 +92,18 @@ def check_shape(name: str, x, shape, what: str = ""):
     return x
 
 
+def check_broadcastable(name: str, x, shape, what: str = ""):
+    """``x`` broadcasts to ``shape`` (without growing it)."""
+    try:
+        ok = np.broadcast_shapes(np.shape(x), tuple(shape)) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {tuple(np.shape(x))} must broadcast to "
+                         f"{tuple(shape)}{' ' + what if what else ''}")
+    return x
+
+
 def check_same_leading(**arrays) -> int:
     """All arrays have the same size along axis 0 (the batch); returns it."""
     sizes = {k: (np.shape(v)[0] if np.ndim(v) else None) for k, v in arrays.items()}
@@ -154,11 +166,8 @@ def check_int(name: str, v, *, min: int | None = 1, max: int | None = None,
     if v is None and allow_none:
         return None
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        if isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v).is_integer():
-            v = int(v)
-        else:
-            raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}, "
-                            f"got {type(v).__name__} {_short(v)}")
+        raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}, "
+                        f"got {type(v).__name__} {_short(v)}")
     v = int(v)
     if min is not None and v < min:
         raise ValueError(f"{name} must be >= {min}, got {v}")

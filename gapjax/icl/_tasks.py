@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import check_int
+
 COVARIATES = ("isotropic", "diag_uniform", "scaled", "rotated_diag")
 
 

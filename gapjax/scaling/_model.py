@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax._checks import check_finite, check_positive, check_temps
+from gapjax._checks import (as_float_array, check_broadcastable, check_finite, check_positive,
+                            check_temps)
 
 
 class Posterior(NamedTuple):
@@ -58,9 +59,7 @@ def sample_inputs(key, num: int, d: int, S: float = 1.0, dtype=None):
 
 def sample_training_data(key, w_T, n: int, S: float, sigma: float):
     """Training set ``X [n, d]``, ``y = X w_T + sigma eps`` ``[n]``."""
-    w_T = jnp.asarray(w_T)
-    if w_T.ndim != 1:
-        raise ValueError(f"w_T must have shape [d], got {w_T.shape}")
+    w_T = as_float_array("w_T", w_T, ndim=1)
     check_finite("w_T", w_T)
     check_positive("sigma", sigma)
     if int(n) != n or n < 1:
@@ -91,10 +90,10 @@ def fit_posterior(X, y, sigma, gamma) -> Posterior:
       package docstring: float32 round-off in ``X^T X`` is as large as the
       shrinkage being studied).
     """
-    X = jnp.asarray(X)
-    y = jnp.asarray(y)
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape [n, d], got {X.shape}")
+    X = as_float_array("X", X, ndim=2, min_size=1)   # integer X: cast, never sigma
+    y = as_float_array("y", y)
+    X = X.astype(jnp.promote_types(X.dtype, y.dtype))
+    y = y.astype(X.dtype)
     if y.shape != X.shape[:1]:
         raise ValueError(f"y must have shape [n] = {X.shape[:1]}, got {y.shape}")
     check_finite("X", X)
@@ -122,7 +121,10 @@ def predictive(post: Posterior, x):
     Returns:
       ``(m, s2)`` each ``[...]``: ``m = wbar . x``, ``s2 = sigma^2 + x^T Lambda^{-1} x``.
     """
-    x = jnp.asarray(x)
+    if not isinstance(post, Posterior):
+        raise TypeError(f"post must be a Posterior (from fit_posterior), got "
+                        f"{type(post).__name__}")
+    x = as_float_array("x", x, min_ndim=1, dtype=post.mean.dtype)
     if x.shape[-1:] != post.mean.shape:
         raise ValueError(f"x must have shape [..., d={post.mean.shape[0]}], got {x.shape}")
     return _predictive(post, x)
@@ -146,7 +148,9 @@ def draw_predictive(key, m, s2, k: int):
     if int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k}")
     check_positive("s2", s2, allow_zero=True)
-    m = jnp.asarray(m)
+    m = as_float_array("m", m)
+    s2 = as_float_array("s2", s2)
+    check_broadcastable("s2", s2, m.shape, "(the shape of m)")
     eps = jax.random.normal(key, m.shape + (int(k),), m.dtype)
     return m[..., None] + jnp.sqrt(s2)[..., None] * eps
 
@@ -159,7 +163,10 @@ def softmax_weights(y, mu_R, T):
     ``mu_R [...]``, ``T`` scalar. Returns ``[..., k]``.
     """
     check_temps(T)
-    y = jnp.asarray(y)
+    if np.ndim(T) != 0:
+        raise ValueError(f"T must be a scalar, got shape {np.shape(T)}")
+    y = as_float_array("y", y, min_ndim=1)
+    check_broadcastable("mu_R", mu_R, y.shape[:-1], "(y's shape without the k axis)")
     mu_R = jnp.asarray(mu_R)[..., None]
     sq = (y - mu_R) ** 2
     T = jnp.asarray(T, y.dtype)
@@ -174,4 +181,5 @@ def sampler_error(y, mu_T, mu_R, T):
     ``delta(x, k, T)`` of the spec is its expectation over the draws ``y``.
     """
     p = softmax_weights(y, mu_R, T)
-    return jnp.sum(p * (jnp.asarray(y) - jnp.asarray(mu_T)[..., None]) ** 2, axis=-1)
+    check_broadcastable("mu_T", mu_T, p.shape[:-1], "(y's shape without the k axis)")
+    return jnp.sum(p * (as_float_array("y", y) - jnp.asarray(mu_T)[..., None]) ** 2, axis=-1)
