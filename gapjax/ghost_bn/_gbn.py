@@ -13,6 +13,8 @@ from flax.linen import dtypes
 from jax import lax
 from jax.nn import initializers
 
+from gapjax._checks import check_int, check_range
+
 RUNNING_STATS = ("sequential", "mean")
 
 
@@ -28,6 +30,9 @@ def num_ghost_batches(batch_size: int, ghost_batch_size: int | None) -> int:
     Raises ValueError when the batch cannot be split into equal contiguous
     ghost batches (see :class:`GhostBatchNorm` for the ``mask=`` rule).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if ghost_batch_size is None:
         return 1
     if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, (int, np.integer)):
@@ -53,6 +58,8 @@ def ema_weights(num_ghost: int, momentum: float) -> tuple[float, np.ndarray]:
     Returns:
       ``(m^G, w)`` with ``w`` the float64 (G,) weights ``(1 - m) m^(G-1-i)``.
     """
+    num_ghost = check_int("num_ghost", num_ghost, min=1)
+    check_range("momentum", momentum, 0.0, 1.0, hi_open=True)
     i = np.arange(num_ghost, dtype=np.float64)
     return float(momentum) ** num_ghost, (1.0 - momentum) * float(momentum) ** (num_ghost - 1 - i)
 
@@ -124,6 +131,9 @@ class GhostBatchNorm(nn.Module):
         if x.ndim < 2:
             raise ValueError(f"x must have a batch axis and at least one more axis "
                              f"(e.g. (N, C) or (N, H, W, C)); got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one example (batch axis 0 is empty), "
+                             f"got shape {x.shape}")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"x must be a floating array, got dtype {x.dtype}")
         feature_axes = _canonical_axes(x.ndim, self.axis)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from gapjax._checks import as_float_array, check_labels, check_same_leading
 from gapjax.ghost_bn._gbn import GhostBatchNorm
 
 
@@ -47,6 +48,14 @@ class BNMLP(nn.Module):
 
 
 def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy of (N, K) logits and (N,) int labels."""
+    """Mean softmax cross-entropy of (N, K) logits and (N,) int labels in [0, K).
+
+    Labels are range-checked when concrete (under ``jit`` only dtype and shape).
+    """
+    logits = as_float_array("logits", logits, ndim=2)
+    labels = check_labels("labels", labels, logits.shape[1], ndim=1)
+    check_same_leading(logits=logits, labels=labels)
+    if logits.shape[0] == 0:
+        raise ValueError("logits and labels must hold at least one example, got N = 0")
     logp = nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))

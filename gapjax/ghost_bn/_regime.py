@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gapjax._checks import check_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Regime:
@@ -64,7 +66,14 @@ class Regime:
         object.__setattr__(self, "batch_size", int(self.batch_size))
 
 
+def _check_regime(regime):
+    if not isinstance(regime, Regime):
+        raise TypeError(f"regime must be a Regime, got {type(regime).__name__}")
+    return regime
+
+
 def _ratio(regime: Regime, large_batch: int) -> float:
+    _check_regime(regime)
     if isinstance(large_batch, bool) or int(large_batch) != large_batch or large_batch < 1:
         raise ValueError(f"large_batch must be a positive int, got {large_batch!r}")
     return large_batch / regime.batch_size
@@ -106,7 +115,9 @@ def adapt_regime(regime: Regime, large_batch: int, *, sqrt_lr: bool = True,
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Updates per epoch with the last partial batch dropped (``gapjax.data.batch_at``)."""
-    if batch_size < 1 or batch_size > num_examples:
+    num_examples = check_int("num_examples", num_examples, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    if batch_size > num_examples:
         raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], "
                          f"got {batch_size}")
     return num_examples // batch_size
@@ -114,6 +125,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def total_updates(regime: Regime, num_examples: int) -> int:
     """``round(epochs * steps_per_epoch)``: the number of updates of the run."""
+    _check_regime(regime)
     return int(round(regime.epochs * steps_per_epoch(num_examples, regime.batch_size)))
 
 
@@ -122,6 +134,7 @@ def lr_boundaries(regime: Regime, num_examples: int) -> tuple[list[int], list[fl
 
     Drop ``j`` happens at update ``round(start_epoch_j * steps_per_epoch)``.
     """
+    _check_regime(regime)
     spe = steps_per_epoch(num_examples, regime.batch_size)
     return ([int(round(e * spe)) for e, _ in regime.lr[1:]], [v for _, v in regime.lr])
 
@@ -146,6 +159,7 @@ def make_optimizer(regime: Regime, num_examples: int) -> optax.GradientTransform
     ``clip_grad_norm(params, 5)`` followed by ``SGD(momentum, weight_decay)``
     (no dampening, no Nesterov), weight decay on every parameter.
     """
+    _check_regime(regime)
     parts = []
     if regime.clip_norm is not None:
         parts.append(optax.clip_by_global_norm(regime.clip_norm))
