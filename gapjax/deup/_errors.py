@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import digamma
 
+from gapjax._checks import as_float_array, check_int, check_labels
 from gapjax.deup._features import FeatureConfig, compute_features
 from gapjax.deup._fit import MLPConfig, apply_mlp, fit_mlp
 from gapjax.deup._predictor import Predictor, fit_predictor, loss_of, predict
@@ -150,16 +151,16 @@ def kfold_error_data(p: Predictor, fcfg: FeatureConfig, key: jax.Array, x: jax.A
     Returns:
       ``(ErrorData with N rows, stacked fold-model params (K, ...))``.
     """
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    x = as_float_array("x", x, ndim=2)
+    y = as_float_array("y", y) if p.task == "regression" else jnp.asarray(y)
     _check_xy(x, y, task=p.task)
+    if p.task == "classification":
+        check_labels("y", y, p.num_classes)
     fold = jnp.asarray(fold)
     if fold.shape != y.shape or not jnp.issubdtype(fold.dtype, jnp.integer):
         raise ValueError(f"fold must be an integer array of shape {y.shape}, got "
                          f"{fold.dtype} {fold.shape}")
-    num_folds = int(num_folds)
-    if num_folds < 1:
-        raise ValueError(f"num_folds must be >= 1, got {num_folds}")
+    num_folds = check_int("num_folds", num_folds, min=1)
     train_mask = (jnp.ones(y.shape, bool) if train_mask is None
                   else jnp.asarray(train_mask, bool))
     if train_mask.shape != y.shape:

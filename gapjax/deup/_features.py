@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from gapjax._checks import as_float_array, check_shape
+
 
 def _sq_dists(q: jax.Array, r: jax.Array) -> jax.Array:
     """(Q, D), (R, D) -> (Q, R) squared Euclidean distances (clamped >= 0)."""
@@ -109,6 +111,13 @@ class FeatureConfig:
             raise ValueError(f"bandwidth must be > 0 or None, got {self.bandwidth}")
         if not self.seen_eps >= 0:
             raise ValueError(f"seen_eps must be >= 0, got {self.seen_eps}")
+        if self.x_dims is not None:
+            dims = tuple(self.x_dims) if isinstance(self.x_dims, (tuple, list)) else None
+            if not dims or any(isinstance(i, bool) or not isinstance(i, int) or i < 0
+                               for i in dims):
+                raise ValueError(f"x_dims must be None or a non-empty tuple of input "
+                                 f"indices >= 0, got {self.x_dims!r}")
+            object.__setattr__(self, "x_dims", dims)
 
     def num_features(self, input_dim: int) -> int:
         nx = (len(self.x_dims) if self.x_dims is not None else input_dim) if self.use_x else 0
@@ -126,8 +135,22 @@ def compute_features(cfg: FeatureConfig, query: jax.Array, ref_x: jax.Array,
       log_var: (Q,) model log-variance at the queries, required iff
         ``cfg.variance``.
     """
+    if not isinstance(cfg, FeatureConfig):
+        raise TypeError(f"cfg must be a FeatureConfig, got {type(cfg).__name__}")
     if cfg.variance and log_var is None:
         raise ValueError("log_var is required when FeatureConfig.variance is True")
+    query = as_float_array("query", query, ndim=2)
+    ref_x = as_float_array("ref_x", ref_x, ndim=2, dtype=query.dtype)
+    if ref_x.shape[1] != query.shape[1]:
+        raise ValueError(f"ref_x must have query's {query.shape[1]} columns, got shape "
+                         f"{ref_x.shape}")
+    check_shape("ref_mask", ref_mask, (ref_x.shape[0],), "(one flag per ref_x row)")
+    ref_mask = jnp.asarray(ref_mask, bool)
+    if cfg.use_x and cfg.x_dims is not None and max(cfg.x_dims) >= query.shape[1]:
+        raise ValueError(f"FeatureConfig.x_dims={cfg.x_dims} indexes beyond the "
+                         f"{query.shape[1]} input columns of query")
+    if log_var is not None:
+        check_shape("log_var", log_var, (query.shape[0],), "(one per query)")
     cols = []
     if cfg.use_x:
         cols.append(query if cfg.x_dims is None else query[:, jnp.asarray(cfg.x_dims)])

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gapjax._checks import (as_float_array, check_choice, check_int, check_labels,
+                            check_positive, check_same_leading, check_shape)
 from gapjax.train import init_train_state, scan_train_steps
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu, "gelu": nn.gelu}
@@ -97,6 +99,7 @@ def pointwise_loss(kind: str, out: jax.Array, y: jax.Array) -> jax.Array:
     if kind == "mse":
         return jnp.square(out[:, 0] - y)
     if kind == "xent":
+        check_labels("y", y, out.shape[-1])
         logp = jax.nn.log_softmax(out, axis=-1)
         return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
     if kind == "gauss_nll":
@@ -127,8 +130,16 @@ def fit_mlp(cfg: MLPConfig, key: jax.Array, x: jax.Array, y: jax.Array,
     Returns:
       the trained ``params`` pytree. jit- and vmap-able over key/weights.
     """
-    if loss not in _LOSSES:
-        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    check_choice("loss", loss, _LOSSES)
+    out = check_int("out", out, min=1)
+    x = as_float_array("x", x, ndim=2, min_size=1)
+    if loss == "xent":
+        check_labels("y", y, out, ndim=1)
+    else:
+        y = as_float_array("y", y, ndim=1, dtype=x.dtype)
+    weights = check_positive("weights", as_float_array("weights", weights, ndim=1),
+                             allow_zero=True)
+    check_same_leading(x=x, y=y, weights=weights)
     model = _module(cfg, out)
     tx = _tx(cfg)
     w = weights.astype(jnp.float32)
@@ -175,8 +186,7 @@ def fit_ensemble(cfg: MLPConfig, key: jax.Array, x, y, weights, num_members: int
                  steps: int | None = None):
     """``num_members`` independently initialised MLPs (vmapped); stacked params.
     ``init_params`` (stacked) warm-starts every member."""
-    if int(num_members) < 1:
-        raise ValueError(f"num_members must be >= 1, got {num_members}")
+    check_int("num_members", num_members, min=1)
     keys = jax.random.split(key, int(num_members))
     if init_params is None:
         return jax.vmap(lambda k: fit_mlp(cfg, k, x, y, weights, loss=loss, out=out,

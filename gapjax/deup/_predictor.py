@@ -11,6 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import as_float_array, check_labels, check_same_leading, check_shape
 from gapjax.deup._fit import (MLPConfig, apply_ensemble, fit_ensemble, log_variance,
                               mc_dropout_outputs)
 
@@ -77,6 +78,8 @@ def fit_predictor(p: Predictor, key: jax.Array, x: jax.Array, y: jax.Array,
     """Trains ``f`` on the weighted examples; params stacked over members
     (leading axis ``num_members``, also when it is 1). ``init_params`` (from a
     previous fit) warm-starts it for ``steps`` steps (default ``mlp.steps``)."""
+    if p.task == "classification":
+        check_labels("y", y, p.num_classes, ndim=1)
     return fit_ensemble(p.mlp, key, x, y, weights, p.num_members, loss=p.loss, out=p.out,
                         init_params=init_params, steps=steps)
 
@@ -111,7 +114,13 @@ def predict(p: Predictor, params, x: jax.Array, key: jax.Array | None = None):
 
 def loss_of(p: Predictor, pred: jax.Array, y: jax.Array) -> jax.Array:
     """Per-example loss of predictions: squared error, or ``-log f(y|x)``."""
+    pred = as_float_array("pred", pred, ndim=2 if p.task == "classification" else 1)
     if p.task == "classification":
+        check_labels("y", y, p.num_classes, ndim=1)
+        check_shape("pred", pred, (None, p.num_classes), "(N, num_classes)")
+        check_same_leading(pred=pred, y=y)
         py = jnp.take_along_axis(pred, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
         return -jnp.log(jnp.maximum(py, 1e-12))
+    y = as_float_array("y", y, ndim=1)
+    check_same_leading(pred=pred, y=y)
     return jnp.square(pred - y)
