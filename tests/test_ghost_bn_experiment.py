@@ -49,6 +49,9 @@ def test_main_writes_json_figures_and_claims(tmp_path):
     assert len(summary["claims"]) == 6
     for c in summary["claims"]:
         assert (tmp_path / c["figure"]).exists() and isinstance(c["passed"], bool)
+        # Every row is a paired 2-seed comparison with its interval; a miss says why.
+        assert c["seeds"] == 2 and c["ci_low"] <= c["ci_high"]
+        assert c["passed"] or c["note"]
 
 
 def test_runs_go_through_the_shared_loop_and_resume(tmp_path):
