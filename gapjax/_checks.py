@@ -70,6 +70,21 @@ def as_float_array(name: str, x, *, ndim=None, min_ndim: int | None = None,
     return x
 
 
+def as_float64_numpy(name: str, x, *, ndim=None):
+    """``x`` as a float64 NumPy array (host-side metrics), with the checks of
+    :func:`as_float_array` (no trip through JAX's default float32)."""
+    if is_tracer(x):
+        raise TypeError(f"{name} must be concrete (this is evaluated on the host, not traced)")
+    try:
+        a = np.asarray(x)
+    except Exception:
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    check_ndim(name, a, ndim=ndim)
+    return a.astype(np.float64)
+
+
 def check_ndim(name: str, x, *, ndim=None, min_ndim: int | None = None):
     shape = np.shape(x)
     if ndim is not None:

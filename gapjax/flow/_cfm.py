@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import as_float_array, check_choice, check_int, check_positive
+
 COUPLINGS = ("independent", "sinkhorn", "exact_ot")
 
 
@@ -29,8 +31,14 @@ def sinkhorn_plan(x0: jax.Array, x1: jax.Array, *, eps: float = 0.05,
     Squared-Euclidean cost normalised by its standard deviation over the
     batch (the plan is invariant to adding a constant, so only the spread matters); uniform marginals ``1/B``.
     Returns the (B, B) plan (rows: x0, columns: x1), which tends to a
-    permutation matrix (exact OT) as ``eps -> 0``.
+    permutation matrix (exact OT) as ``eps -> 0``. ``eps > 0``, ``num_iters >= 1``.
     """
+    check_positive("eps", eps)
+    num_iters = check_int("num_iters", num_iters, min=1)
+    x0 = as_float_array("x0", x0, min_ndim=1, min_size=1)
+    x1 = as_float_array("x1", x1, dtype=x0.dtype)
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
     a = x0.reshape(x0.shape[0], -1)
     b = x1.reshape(x1.shape[0], -1)
     cost = jnp.sum((a[:, None] - b[None]) ** 2, -1)
@@ -69,6 +77,9 @@ def ot_pair(key: jax.Array, x0: jax.Array, x1: jax.Array, *, method: str = "sink
     ``"exact_ot"``: exact assignment (Hungarian, scipy on the host through
     ``jax.pure_callback``; a permutation). Returns (B, ...) paired with ``x1``.
     """
+    check_choice("method", method, ("sinkhorn", "exact_ot"))
+    x0 = as_float_array("x0", x0, min_ndim=1, min_size=1)
+    x1 = as_float_array("x1", x1, dtype=x0.dtype)
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
     if method == "sinkhorn":
@@ -113,8 +124,8 @@ def cfm_loss(apply_fn: Callable, *, coupling: str = "independent",
     ``x1``). Loss: ``E ||v_theta(x_t, t[, c]) - (x1 - x0)||^2`` (Lipman et al. 2023,
     eq. 23; Tong et al. 2024 for the OT coupling).
     """
-    if coupling not in COUPLINGS:
-        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+    check_choice("coupling", coupling, COUPLINGS)
+    check_positive("ot_eps", ot_eps)
 
     def loss_fn(params, collections, batch, key):
         _check_batch(batch, conditional)

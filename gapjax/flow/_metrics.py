@@ -6,9 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import (as_float64_numpy, as_float_array, check_finite, check_int,
+                            check_positive)
+
 
 def _flat(x, name):
-    x = jnp.asarray(x)
+    x = as_float_array(name, x)
     if x.ndim < 2:
         raise ValueError(f"{name} must be (N, ...) samples, got shape {x.shape}")
     return x.reshape(x.shape[0], -1)
@@ -25,7 +28,8 @@ def mmd_rbf(x: jax.Array, y: jax.Array, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) ->
     n, m = x.shape[0], y.shape[0]
     if n < 2 or m < 2:
         raise ValueError("mmd_rbf needs at least 2 samples on each side")
-    h = jnp.asarray(bandwidths, x.dtype)
+    h = jnp.asarray(check_positive("bandwidths", as_float_array("bandwidths", bandwidths,
+                                                                 ndim=(0, 1))), x.dtype)
 
     def k(a, b):
         d2 = jnp.sum((a[:, None] - b[None]) ** 2, -1)
@@ -43,6 +47,7 @@ def sliced_wasserstein(key: jax.Array, x: jax.Array, y: jax.Array,
 
     ``sqrt(mean_theta W_2^2(theta^T x, theta^T y))`` over random unit directions.
     """
+    num_projections = check_int("num_projections", num_projections, min=1)
     x, y = _flat(x, "x"), _flat(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {x.shape} {y.shape}")
@@ -59,10 +64,16 @@ def frechet_distance(feat_a, feat_b) -> float:
     ``||m_a - m_b||^2 + tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2})``, in
     float64 NumPy (evaluated once per model; not traced).
     """
-    a = np.asarray(feat_a, np.float64)
-    b = np.asarray(feat_b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"features must be (N, F) with equal F, got {a.shape} {b.shape}")
+    a = as_float64_numpy("feat_a", feat_a, ndim=2)
+    b = as_float64_numpy("feat_b", feat_b, ndim=2)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feat_a and feat_b must have the same number of features F, "
+                         f"got {a.shape} {b.shape}")
+    for name, f in (("feat_a", a), ("feat_b", b)):
+        if f.shape[0] < 2:
+            raise ValueError(f"{name} needs at least 2 samples for a covariance, got "
+                             f"shape {f.shape}")
+        check_finite(name, f)
     ma, mb = a.mean(0), b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     w, v = np.linalg.eigh(sa)
