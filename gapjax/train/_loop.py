@@ -283,8 +283,8 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
                                   ckpt_dir, workdir)
         finally:
             log.close()
-    if is_main:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+        if is_main:
+            (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return state, summary
 
 
