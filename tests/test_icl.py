@@ -156,6 +156,39 @@ def test_prefix_sum_baselines_match_per_position_solves(x64, getkey, covariates,
             np.testing.assert_allclose(out[k], ref[k], rtol=1e-10, atol=1e-10, err_msg=k)
 
 
+_BOTH_BASELINES_JITTED = """
+import jax, jax.numpy as jnp
+from gapjax import icl
+prior = icl.NormalGammaPrior()
+b = icl.sample_batch(jax.random.key(0), 500, 101, 8, prior)
+ks = jnp.array([0, 4, 8, 16, 32, 100])
+
+@jax.jit
+def errors(xs, ys):
+    nb = icl.normal_gamma_predictive(xs, ys, prior)
+    rd = icl.ridge_predictive(xs, ys, 0.1)
+    return (jnp.square(nb["mean"] - ys)[:, ks].mean(0),
+            jnp.square(rd["mean"] - ys)[:, ks].mean(0))
+
+e_bayes, e_ridge = jax.block_until_ready(errors(b["xs"], b["ys"]))
+assert bool(jnp.all(jnp.isfinite(e_bayes)) & jnp.all(jnp.isfinite(e_ridge)))
+print("finished")
+"""
+
+
+def test_both_baselines_in_one_jit_finish():
+    # Issue 17: one jit holding both predictives on a 500 x 101 x 8 batch never
+    # finished on 2 cores with the former per-position solves (all threads idle).
+    # Run in a subprocess so a hang fails this test instead of the suite. It takes
+    # ~12 s of CPU (import, compile, ~2 s compute) and was seen at 76 s wall at a
+    # load average of 14 on 2 cores; a hang is forever, so 300 s costs nothing.
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _BOTH_BASELINES_JITTED],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_bayes_k0_closed_form(x64, getkey):
     # Official setting d = 8, a0 = b0 = 20: E[(y - x^T mu0)^2] = (d+1) b0/(a0-1) = 9.47.
     d, n = 8, 100_000
