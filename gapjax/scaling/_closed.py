@@ -30,12 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from gapjax._checks import (check_finite, check_ks, check_positive, check_temps,
-                                    concrete)
+from gapjax._checks import (check_finite, check_int, check_ks, check_positive,
+                            check_temps, concrete)
 
 _G_LO, _G_HI = -5.0, 40.0      # Gumbel-kernel window in V - t
 _T_LO = -40.0                   # h(t) <= E[e] e^t below this
 _TAU_FALLBACK = 1e-14
+_NODE_CHUNK_ELEMS = 2**22       # softmax_error_averaged: nodes x num_t x num_rho per chunk
 
 
 @functools.lru_cache(maxsize=16)
@@ -385,13 +386,17 @@ def _check_nodes(nodes):
 
 
 def softmax_error_averaged(nodes, temps, ks, *, num_t: int = 2048, num_rho: int = 128,
-                           z_max: float = 12.0):
+                           z_max: float = 12.0, node_chunk: int | None = None):
     """Exact softmax error averaged over a test-point law given by quadrature nodes.
 
     Arguments:
       nodes: ``(delta_T, delta_R, s2, weights)`` from :func:`de_nodes` or
         :func:`posterior_nodes`.
       temps: ``[nT]`` temperatures >= 0; ks: 1-D integers.
+      node_chunk: nodes evaluated at once (``lax.map`` over chunks), so memory is
+        ``O(node_chunk num_t num_rho)`` whatever the rule's size; by default as
+        many as keep ``node_chunk num_t num_rho <= 2^22`` (32 MB per float64
+        temporary; 16 nodes at the default grid).
     Returns ``[nT, len(ks)]`` = ``sum_j weights_j delta(node_j, k, T)``.
     """
     dT, dR, s2, w = _check_nodes(nodes)
@@ -399,15 +404,18 @@ def softmax_error_averaged(nodes, temps, ks, *, num_t: int = 2048, num_rho: int 
         raise ValueError(f"softmax_error_averaged takes 1-D nodes [N], got {dT.shape}")
     temps = jnp.atleast_1d(jnp.asarray(check_temps(temps)))
     kf = tuple(check_ks(ks).astype(np.float64))
+    if node_chunk is None:
+        node_chunk = max(1, _NODE_CHUNK_ELEMS // (int(num_t) * int(num_rho)))
+    node_chunk = min(check_int("node_chunk", node_chunk, min=1), dT.shape[0])
     return _softmax_avg(dT, dR, s2, w, temps.astype(dT.dtype), kf, int(num_t),
-                        int(num_rho), float(z_max))
+                        int(num_rho), float(z_max), node_chunk)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _softmax_avg(dT, dR, s2, w, temps, ks, num_t, num_rho, z_max):
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+def _softmax_avg(dT, dR, s2, w, temps, ks, num_t, num_rho, z_max, node_chunk):
     def one_T(T):
-        vals = jax.vmap(lambda a, b, c: _softmax_exact(a, b, c, T, ks, num_t, num_rho,
-                                                       z_max))(dT, dR, s2)
+        vals = jax.lax.map(lambda n: _softmax_exact(*n, T, ks, num_t, num_rho, z_max),
+                           (dT, dR, s2), batch_size=node_chunk)
         return w @ vals
     return jax.lax.map(one_T, temps)
 
