@@ -158,3 +158,22 @@ def test_scan_train_steps_equals_a_python_loop_of_steps():
     np.testing.assert_allclose(m["loss"][-1], mt["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(scanned.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_step_without_norms_gives_the_same_state():
+    # norms=False drops only the three global norms (for non-logging steps): the
+    # update is the same computation, so the new state is bitwise equal.
+    task = make_task()
+    st = init_train_state(jax.random.key(5), task.init_fn, task.tx)
+    batch = task.batch_fn(jax.random.key(2), 0)
+    with_n, m = make_train_step(task.loss_fn, task.tx, donate=False)(st, batch)
+    without, m0 = make_train_step(task.loss_fn, task.tx, donate=False, norms=False)(st, batch)
+    assert set(m) - set(m0) == {"grad_norm", "param_norm", "update_norm"}
+    assert float(m0["loss"]) == float(m["loss"])
+    for a, b in zip(jax.tree.leaves(with_n), jax.tree.leaves(without)):
+        np.testing.assert_array_equal(a, b)
+    _, ms = jax.jit(lambda s: scan_train_steps(task.loss_fn, task.tx, s,
+                                               lambda t: batch, 2, norms=False))(st)
+    assert "grad_norm" not in ms and ms["loss"].shape == (2,)
+    with pytest.raises(TypeError, match="norms"):
+        train_step_fn(task.loss_fn, task.tx, norms="no")
