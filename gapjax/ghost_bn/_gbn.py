@@ -107,8 +107,8 @@ class GhostBatchNorm(nn.Module):
       momentum: EMA decay in [0, 1) (Flax convention). Default 0.99.
       epsilon: added to the variance, >= 0. Default 1e-5.
       running_stats: ``"sequential"`` or ``"mean"`` (see above).
-      dtype, param_dtype, use_bias, use_scale, bias_init, scale_init,
-      use_fast_variance: as in ``nn.BatchNorm``.
+      dtype, param_dtype, use_bias, use_scale, bias_init, scale_init, use_fast_variance:
+        as in ``nn.BatchNorm``.
     """
 
     ghost_batch_size: int | None = None
