@@ -59,6 +59,39 @@ def test_episodes_deterministic_and_contain_target(getkey):
     assert (qm == 255).any()                               # ignore boundary band
 
 
+def _size_log_ratio(cfg, key, tasks=200):
+    """log(query fg share / 1st support fg share) on the 16x16 feature grid."""
+    bank = R.digit_bank("test", cfg.digit_size)
+    ep = R.sample_episodes(key, bank, R.fold_classes(0)[1], 1, tasks, cfg)
+    q = np.asarray(R.oracle_pi(ep["query_mask"], (16, 16)))
+    s = np.asarray(R.oracle_pi(ep["support_masks"][:, 0], (16, 16)))
+    return np.log(q / s), ep
+
+
+def test_scale_variant_widens_support_query_size_spread(getkey):
+    key = getkey()
+    fixed, ep_fixed = _size_log_ratio(CFG, key)
+    varied, ep = _size_log_ratio(R.SceneConfig(min_scale=0.3), key)
+    # Every target is still visible on the feature grid at the smallest scale.
+    assert np.isfinite(varied).all()
+    # Measured on 200 tasks: std 0.40 (fixed) vs 0.80 (U[0.3, 1] scale); the
+    # scale factor alone adds std(log z^2) = 0.64 in each image, so the spread
+    # of the ratio must grow by well over 1.5x (sampling error of a std over 200
+    # tasks is ~5%).
+    assert np.std(varied) > 1.5 * np.std(fixed)
+    assert np.mean(np.abs(varied) > np.log(2)) > 2 * np.mean(np.abs(fixed) > np.log(2))
+    # Objects shrink on average: mean area factor E[z^2] = (1 - 0.3^3) / (3 * 0.7) = 0.46.
+    ratio = (ep["query_mask"] == 1).sum() / (ep_fixed["query_mask"] == 1).sum()
+    assert 0.3 < float(ratio) < 0.7
+    # min_scale=1 keeps the default scenes bit for bit (same random stream).
+    a = R.sample_episodes(key, R.digit_bank("test", 14), (0, 1), 1, 3, CFG)
+    b = R.sample_episodes(key, R.digit_bank("test", 14), (0, 1), 1, 3,
+                          R.SceneConfig(min_scale=1.0))
+    np.testing.assert_array_equal(a["query_image"], b["query_image"])
+    with pytest.raises(ValueError, match="min_scale"):
+        R.SceneConfig(min_scale=0.0)
+
+
 def _load_bench():
     path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_repri.py"
     spec = importlib.util.spec_from_file_location("_bench_repri", path)
@@ -130,3 +163,26 @@ def test_backbone_checkpoint_is_reused(tmp_path):
         np.testing.assert_array_equal(a, b)
     f = R.extract_features(model, s2.params, jnp.zeros((3, 32, 32, 3)))
     assert f.shape == (3, 16, 16, 8) and float(f.min()) >= 0.0      # post-ReLU
+
+
+@pytest.mark.slow  # ~50 s CPU: two variants' backbones and all methods compiled
+def test_experiment_rows_carry_paired_intervals_for_both_scale_variants(tmp_path):
+    """main() on a tiny config: every claim is reported for the fixed-scale and
+    the scale-varied benchmark, with its seed count, 95% CI and, on a miss, a
+    note; the size spread of both variants is recorded."""
+    from gapjax.configs.repri import get_config
+    from gapjax.experiments import repri as exp
+
+    c = get_config("quick")
+    c.seeds, c.num_tasks, c.num_steps, c.widths = (0, 1), 6, 3, (8, 8, 8, 8)
+    c.shots, c.num_examples, c.scale_variants, c.batch_size = (1, 2), 2, (1.0, 0.5), 8
+    summary = exp.main(c, tmp_path)
+    claims = summary["claims"]
+    assert len(claims) == 8
+    assert sum(cl["claim"].startswith("[fixed scale]") for cl in claims) == 4
+    for cl in claims:
+        assert cl["seeds"] == 2 and cl["ci_low"] <= cl["ci_high"]
+        assert cl["passed"] or cl["note"]
+        assert (tmp_path / cl["figure"]).exists()
+    sizes = {k: v["size"]["log_ratio_std"] for k, v in summary["variants"].items()}
+    assert set(sizes) == {"minscale1", "minscale0.5"} and all(s > 0 for s in sizes.values())

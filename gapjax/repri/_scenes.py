@@ -2,7 +2,9 @@
 
 A scene is a ``canvas x canvas`` RGB image cut into a ``grid x grid`` array of
 cells; 2-3 cells hold a digit (upscaled bilinearly to ``digit_size``, random
-colour, random offset inside its cell) over a textured background (two random
+colour, random offset inside its cell; with ``min_scale < 1`` each digit is
+further shrunk about its centre by a factor uniform in ``[min_scale, 1]``, the
+"widely varying object scale" variant) over a textured background (two random
 sinusoidal gratings with random colours plus pixel noise). Per-pixel labels:
 ``0`` background, ``1 + digit`` on the object silhouette (stroke pixels with
 intensity above ``fg_threshold``, dilated by ``dilate`` px), ``255`` (ignore)
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import check_int
 from gapjax.data import load_digits
 
 NUM_FOLDS = 5
@@ -57,8 +60,14 @@ class SceneConfig:
     fg_threshold: float = 0.4
     ignore_threshold: float = 0.2
     dilate: int = 1
+    # Per-digit scale factor ~ U[min_scale, 1] (antialiased linear resampling
+    # about the digit's centre). 1.0: every digit at ``digit_size`` (the
+    # default scenes, drawn from exactly the same random stream as before).
+    min_scale: float = 1.0
 
     def __post_init__(self):
+        for name in ("canvas", "grid", "digit_size"):
+            check_int(name, getattr(self, name), min=1)
         if self.canvas % self.grid:
             raise ValueError(f"canvas={self.canvas} must be divisible by grid={self.grid}")
         if self.canvas // self.grid < self.digit_size:
@@ -71,6 +80,8 @@ class SceneConfig:
             raise ValueError(f"dilate must be an int >= 0, got {self.dilate!r}")
         if not 0 <= self.ignore_threshold < self.fg_threshold < 1:
             raise ValueError("need 0 <= ignore_threshold < fg_threshold < 1")
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale!r}")
 
 
 @flax.struct.dataclass
@@ -111,6 +122,8 @@ def _draw(key, cfg: SceneConfig) -> dict:
     n, S = cfg.grid ** 2, cfg.canvas
     sizes = {"tex": 15, "noise": S * S * 3, "order": n, "num": 1, "offs": 2 * n,
              "cols": 3 * n, "cls": n, "pick": n}
+    if cfg.min_scale < 1:          # static: default scenes keep their stream
+        sizes["scale"] = n
     u = jax.random.uniform(key, (sum(sizes.values()),))
     out, i = {}, 0
     for name, size in sizes.items():
@@ -144,12 +157,30 @@ def _dilate(x, r: int):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k), (1, 1, 1), "SAME")
 
 
+def _rescale(digits, scale):
+    """Shrinks each (s, s) digit of (n, s, s) about its centre by ``scale`` (n,)
+    (antialiased linear resampling; the rest of the s x s box is 0)."""
+    s = digits.shape[-1]
+
+    def one(d, z):
+        zz = jnp.stack([z, z])
+        return jax.image.scale_and_translate(d, (s, s), (0, 1), zz, 0.5 * s * (1 - zz),
+                                             "linear", antialias=True)
+
+    out = jax.vmap(one)(digits, scale)
+    # Renormalise so the peak stays 1 (antialiasing dims thin strokes): the
+    # fg/ignore thresholds then select the same part of a stroke at any scale.
+    return out / jnp.maximum(jnp.max(out, axis=(1, 2), keepdims=True), 1e-6)
+
+
 def _compose(r, digits, classes, present, cfg: SceneConfig):
     g, s, S = cfg.grid, cfg.digit_size, cfg.canvas
     cell = S // g
     bg = _texture(r, S)
     offs = jnp.floor(r["offs"].reshape(g * g, 2) * (cell - s + 1)).astype(jnp.int32)
     cols = 0.35 + 0.65 * r["cols"].reshape(g * g, 3)
+    if cfg.min_scale < 1:
+        digits = _rescale(digits, cfg.min_scale + (1 - cfg.min_scale) * r["scale"])
     # Place each digit inside its cell with one-hot shift matrices (gather-
     # and scatter-free: cheap to compile under vmap).
     shift_r = jax.nn.one_hot(jnp.arange(s)[None, :] + offs[:, :1], cell)   # (n, s, cell)
@@ -246,9 +277,17 @@ def sample_episodes(key, bank: DigitBank, novel_classes, shots: int, num_tasks: 
         raise ValueError(f"shots must be >= 1, got {shots}")
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    novel = tuple(int(c) for c in np.asarray(novel_classes).reshape(-1))
+    return _episodes_fn(novel, int(shots), int(num_tasks), cfg)(key, bank)
+
+
+@functools.lru_cache(maxsize=32)
+def _episodes_fn(novel_classes: tuple, shots: int, num_tasks: int, cfg: SceneConfig):
+    """The jitted episode sampler of one static setting (compiled once, reused
+    across seeds)."""
     novel = jnp.asarray(novel_classes)
 
-    def one(bank, t):
+    def one(key, bank, t):
         keys = jax.random.split(jax.random.fold_in(key, t), shots + 2)
         u = jax.random.uniform(keys[shots + 1])
         c = novel[jnp.minimum(jnp.floor(u * novel.shape[0]).astype(jnp.int32),
@@ -259,4 +298,5 @@ def sample_episodes(key, bank: DigitBank, novel_classes, shots: int, num_tasks: 
         return {"support_images": si, "support_masks": sm, "query_image": qi,
                 "query_mask": qm, "classes": c}
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))(bank, jnp.arange(num_tasks))
+    return jax.jit(lambda key, bank: jax.vmap(one, in_axes=(None, None, 0))(
+        key, bank, jnp.arange(num_tasks)))
