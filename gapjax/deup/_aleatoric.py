@@ -12,6 +12,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_int
 from gapjax.deup._fit import MLPConfig, apply_mlp, fit_mlp
 
 
@@ -19,12 +20,12 @@ def known_noise(noise_var, n: int) -> jax.Array:
     """``(n,)`` constant ``a(x) = noise_var`` (must be >= 0)."""
     if not isinstance(noise_var, jax.core.Tracer) and not float(noise_var) >= 0:
         raise ValueError(f"noise_var must be >= 0, got {noise_var}")
-    return jnp.full((int(n),), noise_var, jnp.float32)
+    return jnp.full((check_int("n", n, min=1),), noise_var, jnp.float32)
 
 
 def zero_aleatoric(n: int) -> jax.Array:
     """``(n,)`` zeros."""
-    return jnp.zeros((int(n),), jnp.float32)
+    return jnp.zeros((check_int("n", n, min=1),), jnp.float32)
 
 
 def repeat_variance(y_reps: jax.Array) -> jax.Array:

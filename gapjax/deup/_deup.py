@@ -9,6 +9,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import as_float_array, check_labels
 from gapjax.deup._errors import (ErrorConfig, ErrorData, ErrorPredictor, _check_xy,
                                  concat_error_data, fit_error_predictor,
                                  kfold_error_data, predict_error, random_folds)
@@ -66,9 +67,12 @@ def fit_deup(cfg: DEUPConfig, key: jax.Array, x: jax.Array, y: jax.Array, *,
     Returns:
       :class:`DEUPState`.
     """
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    _check_types(cfg, DEUPConfig)
+    x = as_float_array("x", x, ndim=2)
+    y = as_float_array("y", y) if cfg.predictor.task == "regression" else jnp.asarray(y)
     _check_xy(x, y, task=cfg.predictor.task)
+    if cfg.predictor.task == "classification":
+        check_labels("y", y, cfg.predictor.num_classes)
     n = x.shape[0]
     k_fold, k_main, k_err, k_data, k_extra = jax.random.split(key, 5)
     K = int(cfg.num_folds)
@@ -109,12 +113,19 @@ def _fit_main_and_error(cfg, k_main, k_err, xs, ys, train, ed):
     return DEUPState(main, ep, xs, train, ed)
 
 
+def _check_types(v, cls, name="cfg"):
+    if not isinstance(v, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(v).__name__}")
+
+
 def deup_predict(cfg: DEUPConfig, state: DEUPState, xq: jax.Array,
                  key: jax.Array | None = None):
     """``(f(xq), e(phi(xq)), log_var)`` with ``phi`` relative to ``f``'s
     training set. ``e`` is on the raw loss scale; combine with
     :func:`epistemic_uncertainty`. ``key`` is needed for MC-dropout features."""
-    xq = jnp.asarray(xq)
+    _check_types(cfg, DEUPConfig)
+    _check_types(state, DEUPState, "state")
+    xq = as_float_array("xq", xq)
     if xq.ndim != 2 or xq.shape[1] != state.ref_x.shape[1]:
         raise ValueError(f"xq must be (Q, {state.ref_x.shape[1]}), got {xq.shape}")
     if cfg.predictor.mc_samples > 0 and key is None:

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import digamma
 
-from gapjax._checks import as_float_array, check_int, check_labels
+from gapjax._checks import (as_float_array, check_int, check_labels, check_ndim, check_positive,
+                            check_same_shape, check_shape, concrete)
 from gapjax.deup._features import FeatureConfig, compute_features
 from gapjax.deup._fit import MLPConfig, apply_mlp, fit_mlp
 from gapjax.deup._predictor import Predictor, fit_predictor, loss_of, predict
@@ -60,6 +61,9 @@ class ErrorData:
 def empty_error_data(num_rows: int, num_features: int, num_points: int,
                      dtype=jnp.float32) -> ErrorData:
     """``num_rows`` invalid (padding) rows, to be filled with :func:`set_row`."""
+    num_rows = check_int("num_rows", num_rows, min=0)
+    num_features = check_int("num_features", num_features, min=1)
+    num_points = check_int("num_points", num_points, min=1)
     return ErrorData(phi=jnp.zeros((num_rows, num_features), dtype),
                      loss=jnp.zeros((num_rows,), dtype),
                      fold=jnp.full((num_rows,), -1, jnp.int32),
@@ -69,7 +73,12 @@ def empty_error_data(num_rows: int, num_features: int, num_points: int,
 
 
 def set_row(ed: ErrorData, r, phi, loss, fold, point, trained_on) -> ErrorData:
-    """Writes row ``r`` (jit-able; ``r`` may be traced)."""
+    """Writes row ``r`` (jit-able; ``r`` may be traced; a concrete ``r`` is
+    range-checked, and ``phi`` must be ``(F,)``)."""
+    if concrete(r) is not None and not 0 <= int(r) < ed.num_rows:
+        raise ValueError(f"r must be a row index in [0, {ed.num_rows}), got {r}")
+    check_shape("phi", phi, ed.phi.shape[1:], "(one row of ed.phi)")
+    check_shape("trained_on", trained_on, ed.trained_on.shape[1:], "(N,)")
     return ErrorData(phi=ed.phi.at[r].set(phi), loss=ed.loss.at[r].set(loss),
                      fold=ed.fold.at[r].set(fold), point=ed.point.at[r].set(point),
                      trained_on=ed.trained_on.at[r].set(trained_on),
@@ -78,6 +87,13 @@ def set_row(ed: ErrorData, r, phi, loss, fold, point, trained_on) -> ErrorData:
 
 def concat_error_data(*eds: ErrorData) -> ErrorData:
     """Row-wise concatenation (all built on the same data arrays)."""
+    if not eds:
+        raise ValueError("concat_error_data needs at least one ErrorData (eds is empty)")
+    if any(not isinstance(e, ErrorData) for e in eds):
+        raise TypeError("eds must all be ErrorData")
+    if len({e.phi.shape[1] for e in eds}) != 1:
+        raise ValueError(f"eds have different feature counts (phi widths "
+                         f"{sorted({e.phi.shape[1] for e in eds})})")
     n = {e.trained_on.shape[1] for e in eds}
     if len(n) != 1:
         raise ValueError(f"error data built on different data arrays (N = {sorted(n)})")
@@ -248,7 +264,8 @@ class ErrorPredictor:
 
 
 def loss_to_target(cfg: ErrorConfig, loss: jax.Array) -> jax.Array:
-    """Training target of ``e`` for raw losses."""
+    """Training target of ``e`` for raw losses (``loss >= 0``)."""
+    check_positive("loss", loss, allow_zero=True)
     return jnp.log(loss + cfg.floor) if cfg.target == "log" else loss
 
 
@@ -293,7 +310,11 @@ def fit_error_predictor(cfg: ErrorConfig, key: jax.Array, ed: ErrorData, *,
 
 
 def predict_error(cfg: ErrorConfig, ep: ErrorPredictor, phi: jax.Array) -> jax.Array:
-    """``e(phi)`` on the raw loss scale, ``(Q,)``."""
+    """``e(phi)`` on the raw loss scale, ``(Q,)`` for ``phi (Q, F)``."""
+    check_ndim("phi", phi, ndim=2)
+    if ep is not None and jnp.shape(phi)[1] != ep.phi_mean.shape[0]:
+        raise ValueError(f"phi must have the {ep.phi_mean.shape[0]} features e was "
+                         f"trained on, got shape {jnp.shape(phi)}")
     z = (phi - ep.phi_mean[None, :]) / ep.phi_std[None, :]
     t = apply_mlp(cfg.mlp, ep.params, z)[:, 0] * ep.t_std + ep.t_mean
     return target_to_error(cfg, jnp.clip(t, ep.t_min, ep.t_max))
@@ -310,12 +331,14 @@ def epistemic_uncertainty(e: jax.Array, a) -> jax.Array:
 
 def excess_risk_squared(pred: jax.Array, mu: jax.Array) -> jax.Array:
     """True EU for squared loss: ``(f(x) - mu(x))^2``."""
+    check_same_shape(pred=pred, mu=mu)
     return jnp.square(jnp.asarray(pred) - jnp.asarray(mu))
 
 
 def excess_risk_log_loss(p_true: jax.Array, f_probs: jax.Array) -> jax.Array:
     """True EU for log loss: ``KL(p(.|x) || f(.|x))`` over the last axis, i.e.
     ``E_{y~p}[-log f(y|x)] - H(p(.|x))``."""
+    check_same_shape(p_true=p_true, f_probs=f_probs)
     p = jnp.asarray(p_true)
     q = jnp.maximum(jnp.asarray(f_probs), 1e-30)
     return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.maximum(p, 1e-30)) - jnp.log(q)), 0.0),

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from gapjax._checks import as_float_array, check_shape
+from gapjax._checks import as_float_array, check_ndim, check_positive, check_shape
 
 
 def _sq_dists(q: jax.Array, r: jax.Array) -> jax.Array:
@@ -36,12 +36,23 @@ def _exact_sq_dists(q, r):
     return jnp.sum(diff * diff, -1)
 
 
+def _check_ref(query, ref_x, ref_mask):
+    check_ndim("ref_x", ref_x, ndim=2)
+    if query is not None:
+        check_ndim("query", query, ndim=2)
+        if jnp.shape(ref_x)[1] != jnp.shape(query)[1]:
+            raise ValueError(f"ref_x must have query's {jnp.shape(query)[1]} columns, got "
+                             f"shape {jnp.shape(ref_x)}")
+    check_shape("ref_mask", ref_mask, (jnp.shape(ref_x)[0],), "(one flag per ref_x row)")
+
+
 def distance_to_data(query: jax.Array, ref_x: jax.Array, ref_mask: jax.Array) -> jax.Array:
     """``(Q,)`` Euclidean distance from each query to the nearest masked reference.
 
     Computed from exact differences (no cancellation), so a query equal to a
     reference point gets exactly 0.
     """
+    _check_ref(query, ref_x, ref_mask)
     d2 = _exact_sq_dists(query, ref_x)
     d2 = jnp.where(ref_mask[None, :], d2, jnp.inf)
     return jnp.sqrt(jnp.min(d2, axis=1))
@@ -51,11 +62,13 @@ def seen_bit(query: jax.Array, ref_x: jax.Array, ref_mask: jax.Array,
              eps: float = 1e-6) -> jax.Array:
     """``(Q,)`` float 1.0 if the query is within ``eps`` of a (masked) training
     point of the predictor, else 0.0 -- the single seen-bit convention."""
+    check_positive("eps", eps, allow_zero=True)
     return (distance_to_data(query, ref_x, ref_mask) <= eps).astype(jnp.float32)
 
 
 def scott_bandwidth(ref_x: jax.Array, ref_mask: jax.Array) -> jax.Array:
     """Scott's rule ``h = n^(-1/(d+4)) * mean_j std_j`` over the masked points."""
+    _check_ref(None, ref_x, ref_mask)
     m = ref_mask.astype(ref_x.dtype)
     n = jnp.maximum(jnp.sum(m), 1.0)
     mean = jnp.sum(ref_x * m[:, None], 0) / n
@@ -70,6 +83,8 @@ def kde_log_density(query: jax.Array, ref_x: jax.Array, ref_mask: jax.Array,
 
     ``q(x) = (1/n) sum_{i in D} N(x; x_i, h^2 I)`` over the masked references.
     """
+    _check_ref(query, ref_x, ref_mask)
+    check_positive("bandwidth", bandwidth)
     d = ref_x.shape[1]
     h = jnp.asarray(bandwidth, query.dtype)
     logk = -0.5 * _sq_dists(query, ref_x) / (h * h)

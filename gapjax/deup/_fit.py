@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from gapjax._checks import (as_float_array, check_choice, check_int, check_labels,
-                            check_positive, check_same_leading, check_shape)
+                            check_ndim, check_positive, check_same_leading, check_shape)
 from gapjax.train import init_train_state, scan_train_steps
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu, "gelu": nn.gelu}
@@ -209,6 +209,10 @@ def log_variance(samples: jax.Array, axis: int = 0) -> jax.Array:
     For ``(S, N)`` samples returns ``(N,)``; for ``(S, N, C)`` probabilities the
     class variances are summed first (total variance).
     """
+    check_ndim("samples", samples, ndim=(2, 3))
+    if not -jnp.ndim(samples) <= axis < jnp.ndim(samples):
+        raise ValueError(f"axis={axis} is out of range for samples of rank "
+                         f"{jnp.ndim(samples)}")
     v = jnp.var(samples, axis=axis)
     if v.ndim == 2:
         v = jnp.sum(v, axis=-1)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gapjax._checks import check_int, check_ndim, check_positive, check_shape
+
 # Bounds on the hyper-parameters (inputs in the unit cube, targets standardised),
 # close to the box botorch's priors concentrate on; they keep the fit away from
 # degenerate optima (zero length-scale / zero noise) with very few points.
@@ -33,6 +35,11 @@ class GPParams:
 
 def gp_init(dim: int, lengthscale: float = 0.2, signal_std: float = 1.0,
             noise_std: float = 0.1) -> GPParams:
+    """Initial hyper-parameters (``dim >= 1``; the three scales > 0)."""
+    dim = check_int("dim", dim, min=1)
+    for name, v in (("lengthscale", lengthscale), ("signal_std", signal_std),
+                    ("noise_std", noise_std)):
+        check_positive(name, v)
     return GPParams(jnp.full((dim,), math.log(lengthscale), jnp.float32),
                     jnp.asarray(math.log(signal_std), jnp.float32),
                     jnp.asarray(math.log(noise_std), jnp.float32))
@@ -45,6 +52,9 @@ def _clip(p: GPParams):
 
 def rbf_kernel(x1: jax.Array, x2: jax.Array, log_ls: jax.Array, log_sf) -> jax.Array:
     """``sf^2 exp(-|(x1 - x2) / ls|^2 / 2)``, (N1, N2)."""
+    check_ndim("x1", x1, ndim=2)
+    check_shape("x2", x2, (None, jnp.shape(x1)[1]), "(N2, D) with x1's D")
+    check_shape("log_ls", log_ls, (jnp.shape(x1)[1],), "(D,)")
     ls = jnp.exp(log_ls)
     a, b = x1 / ls[None, :], x2 / ls[None, :]
     diff = a[:, None, :] - b[None, :, :]
@@ -57,6 +67,13 @@ def _gram(p: GPParams, x, mask):
     k = rbf_kernel(x, x, log_ls, log_sf) * (m[:, None] * m[None, :])
     diag = m * (jnp.exp(2 * log_sn) + 1e-6) + (1.0 - m)
     return k + jnp.diag(diag)
+
+
+def _check_data(x, y, mask):
+    check_ndim("x", x, ndim=2)
+    n = jnp.shape(x)[0]
+    check_shape("y", y, (n,), "(one target per row of x)")
+    check_shape("mask", mask, (n,), "(one flag per row of x)")
 
 
 def gp_neg_mll(p: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
@@ -73,6 +90,9 @@ def gp_neg_mll(p: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.
 def fit_gp(x: jax.Array, y: jax.Array, mask: jax.Array, *, init: GPParams | None = None,
            steps: int = 100, lr: float = 0.05) -> GPParams:
     """Maximises the marginal likelihood with ``steps`` Adam steps (jit-able)."""
+    _check_data(x, y, mask)
+    steps = check_int("steps", steps, min=1)
+    check_positive("lr", lr)
     p = gp_init(x.shape[1]) if init is None else init
     tx = optax.adam(lr)
     loss = lambda q: gp_neg_mll(q, x, y, mask)
@@ -92,6 +112,8 @@ def fit_gp(x: jax.Array, y: jax.Array, mask: jax.Array, *, init: GPParams | None
 def gp_posterior(p: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array,
                  xq: jax.Array):
     """Posterior mean and variance of the latent function at ``xq`` ``(Q,)``."""
+    _check_data(x, y, mask)
+    check_shape("xq", xq, (None, jnp.shape(x)[1]), "(Q, D) with x's D")
     log_ls, log_sf, _ = _clip(p)
     m = mask.astype(x.dtype)
     L = jnp.linalg.cholesky(_gram(p, x, mask))

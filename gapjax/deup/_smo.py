@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
+from gapjax._checks import check_positive, check_same_shape
 from gapjax.deup._deup import DEUPConfig
 from gapjax.deup._errors import (_kfold_jit, epistemic_uncertainty, fit_error_predictor,
                                  init_error_predictor, predict_error, random_folds, set_row)
@@ -65,6 +66,14 @@ class Objective:
     upper: tuple[float, ...]
     optimum: float
 
+    def __post_init__(self):
+        lo, hi = tuple(self.lower), tuple(self.upper)
+        if not lo or len(lo) != len(hi) or any(not a < b for a, b in zip(lo, hi)):
+            raise ValueError(f"lower and upper must be equal-length non-empty bounds with "
+                             f"lower < upper, got {self.lower}, {self.upper}")
+        if not callable(self.fn):
+            raise TypeError(f"fn must be callable, got {type(self.fn).__name__}")
+
     @property
     def dim(self) -> int:
         return len(self.lower)
@@ -89,6 +98,8 @@ LEVY_N13 = Objective("levy_n13", neg_levy_n13, (-10.0, -10.0), (10.0, 10.0), 0.0
 
 def expected_improvement(mean: jax.Array, std: jax.Array, best, xi: float = 0.0) -> jax.Array:
     """EI for maximisation: ``(m - best - xi) Phi(z) + s phi(z)``, ``z = (m - best - xi)/s``."""
+    check_same_shape(mean=mean, std=std)
+    check_positive("std", std, allow_zero=True)
     s = jnp.maximum(std, 1e-9)
     imp = mean - best - xi
     z = imp / s

@@ -89,6 +89,9 @@ def init_recon_params(field_params, *, learn_sigma: bool = False, log_sigma: flo
 def gaussian_recon_nll(x1, x1_hat, log_sigma):
     """Per-sample ``-log N(x1; x1_hat, sigma^2 I)``, (B, ...) -> (B,);
     ``log_sigma`` scalar or per-(flattened)-dimension."""
+    if jnp.shape(x1) != jnp.shape(x1_hat):
+        raise ValueError(f"x1_hat must have x1's shape {jnp.shape(x1)}, got "
+                         f"{jnp.shape(x1_hat)}")
     diff = (x1 - x1_hat).reshape(x1.shape[0], -1)
     d = diff.shape[1]
     ls = jnp.broadcast_to(log_sigma, (d,))[None]
@@ -185,6 +188,56 @@ def resft_loss(pre_apply: Callable, pre_params, res_apply: Callable, *, n_steps:
                        fm_weight=fm_weight, conditional=conditional, checkpoint=checkpoint)
 
 
+def late_residual_field(pre_apply: Callable, pre_params, res_apply: Callable, res_params,
+                        c=None, lambda_pre=None):
+    """Combined ResFT-FM field ``v_pre + r_phi`` for a :class:`LateContractingResidual`
+    (``res_apply``): ``v_pre`` (frozen) is evaluated once and fed to the residual
+    on the same traced ``x``, so ``jacfwd`` of the result is the combined field's
+    Jacobian. ``lambda_pre``: the window's bound table (``beta < 1`` only)."""
+    pre = make_field(pre_apply, jax.lax.stop_gradient(pre_params), c)
+    variables = {"params": res_params}
+
+    def field(x, t):
+        v = pre(x, t)
+        return v + res_apply(variables, x, t, c, v_pre=v, lambda_pre=lambda_pre)
+
+    return field
+
+
+def late_resft_loss(pre_apply: Callable, pre_params, res_apply: Callable, *, n_steps: int,
+                    lambda_pre=None, method: str = "euler", sigma=1.0,
+                    fm_weight: float = 0.0, conditional: bool = False,
+                    checkpoint: bool = False):
+    """ResFT-FM loss with the late-window residual (:func:`late_residual_field`);
+    ``params = {"field": residual params, ["log_sigma"]}``, other arguments as
+    :func:`ftfm_loss`."""
+    def build(params, c):
+        return late_residual_field(pre_apply, pre_params, res_apply, params["field"], c,
+                                   lambda_pre)
+
+    return _recon_loss(build, n_steps=n_steps, method=method, sigma=sigma,
+                       fm_weight=fm_weight, conditional=conditional, checkpoint=checkpoint)
+
+
+def estimate_lambda_pre(field: Callable, xs: jax.Array, ts: jax.Array, *,
+                        margin: float = 0.0) -> jax.Array:
+    """Bounds ``lambda_pre(t_k) = max_b lambda_max(sym J_x field(xs[k, b], t_k)) + margin``.
+
+    ``xs`` (K, B, ...) states visited at the K times ``ts`` (K,) (e.g. along
+    trajectories of the pre-trained sampler, at ``linspace(t_c, t_e, K)``);
+    returns (K,). An empirical bound: it holds where the samples are
+    representative, which :func:`certify_contraction` on the combined field
+    checks afterwards.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    ts = jnp.asarray(ts)
+    if xs.ndim < 3 or ts.shape != xs.shape[:1]:
+        raise ValueError(f"xs must be (K, B, ...) with ts (K,), got {xs.shape} and {ts.shape}")
+    return jnp.stack([certify_contraction(field, xs[k], ts[k])
+                      for k in range(ts.shape[0])]) + margin
+
+
 def certify_contraction(field: Callable, x: jax.Array, t: jax.Array) -> jax.Array:
     """Numerical contraction certificate: ``max_b lambda_max(sym(J_x field(x_b, t_b)))``.
 
@@ -209,6 +262,9 @@ def pair_distances(field: Callable, xa: jax.Array, xb: jax.Array, n_steps: int, 
     For a field with ``sym(J) <= lambda(t) I`` the contraction theorem gives
     ``dist(t) <= exp(int_0^t lambda) dist(0)`` (Lohmiller & Slotine 1998).
     """
+    xa, xb = _check_state(xa, "xa"), _check_state(xb, "xb")
+    if xa.shape != xb.shape:
+        raise ValueError(f"xb must have xa's shape {xa.shape}, got {xb.shape}")
     both = jnp.concatenate([xa, xb], 0)
     _, path = odeint(field, both, n_steps, method=method, t0=t0, t1=t1, return_path=True)
     path = jnp.concatenate([both[None], path], 0)

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_int
+
 
 def _check_inputs(x, t, c, *, num_classes, image: bool):
     if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
@@ -50,6 +52,7 @@ def time_embedding(t: jax.Array, dim: int, max_freq: float = 100.0) -> jax.Array
 
     Angular frequencies are geometric between 1 and ``max_freq``.
     """
+    dim = check_int("dim", dim, min=2)
     if dim % 2:
         raise ValueError(f"time embedding dim must be even, got {dim}")
     half = dim // 2
@@ -184,16 +187,7 @@ class ContractingResidual(nn.Module):
         xf = x.reshape(shape[0], -1)
         d = xf.shape[1]
         e = _CondEmbed(self.features[0], self.time_dim, self.num_classes)(t, c)
-        h = xf / self.scale
-        dims = list(self.features) + [d]
-        eye_init = lambda k, shape, dtype: jnp.eye(shape[0], shape[1], dtype=dtype)
-        for i, f in enumerate(dims):
-            w = self.param(f"w{i}", eye_init, (h.shape[1], f), x.dtype)
-            w = w / jnp.maximum(_spectral_bound(w, self.norm), 1e-12)
-            h = h @ w
-            if i < len(dims) - 1:
-                h = jnp.tanh(h + nn.Dense(f, kernel_init=nn.initializers.zeros)(e))
-        h = self.scale * h
+        h = _unit_lipschitz(self, xf, e, self.features, self.scale, self.norm)
         a_raw0 = math.log(math.expm1(self.a_init))
         rho_raw0 = math.log(self.rho_init / (1 - self.rho_init))
         a = nn.softplus(self.param("a_raw", nn.initializers.constant(a_raw0), (), x.dtype))
@@ -206,6 +200,137 @@ class ContractingResidual(nn.Module):
                 {"lin_L": self.param("lin_L", zeros, (d, d), x.dtype),
                  "lin_K": self.param("lin_K", zeros, (d, d), x.dtype)}).T
         return r.reshape(shape)
+
+
+def window_envelope(lambda_pre: jax.Array, t: jax.Array, t_c: float, t_e: float) -> jax.Array:
+    """Upper envelope of a bound table on the window: ``lambda_pre`` (K,) holds
+    bounds at the K times ``linspace(t_c, t_e, K)``; at ``t`` (B,) in
+    ``[t_j, t_{j+1}]`` it returns ``max(lambda_pre[j], lambda_pre[j+1])`` (B,)."""
+    k = lambda_pre.shape[0]
+    if k < 2:
+        raise ValueError(f"lambda_pre must hold >= 2 window times, got shape {lambda_pre.shape}")
+    u = (t - t_c) / (t_e - t_c) * (k - 1)
+    j = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, k - 2)
+    return jnp.maximum(lambda_pre[j], lambda_pre[j + 1])
+
+
+class LateContractingResidual(nn.Module):
+    """ResFT-FM residual whose *combined* field ``v_pre + r`` contracts on ``[t_c, t_e]``.
+
+    ``r(x, t, c) = -w(t) [beta v_pre(x, t) + kappa(t, c) x] + L(t, c) h(x, t, c) + b(t, c)``
+
+    with ``w(t) = 1`` on the window ``t_c <= t <= t_e`` and 0 elsewhere, ``h`` a
+    1-Lipschitz network in ``x`` (weights divided by a spectral-norm bound, tanh,
+    time/conditioning additive; ``||J_x h|| <= 1``) and ``b`` independent of x:
+
+    * outside the window ``r = L h + b`` with ``L = free_lip * sigmoid(.) <
+      free_lip``: free, ``free_lip``-Lipschitz (it can expand, as few-step Euler
+      needs);
+    * inside, ``kappa = (1 - beta) lambda_pre(t) + rate + a`` and ``L = rho a``
+      (``a = softplus(.) >= 0``, ``rho`` in (0, 1)), so for any x where
+      ``sym J_x v_pre <= lambda_pre(t) I``
+      ``sym J_x (v_pre + r) = (1 - beta) sym J_x v_pre - kappa I + L sym J_x h
+      <= -(rate + (1 - rho) a) I <= -rate I``: the combined field contracts at
+      rate ``rate`` (Lohmiller & Slotine 1998).
+
+    ``beta`` in [0, 1] is a static design choice: ``beta = 0`` is the gain
+    design ``r = -kappa x + g`` whose certificate rests on the table
+    ``lambda_pre`` (bounds of ``max eig sym J v_pre`` measured along
+    trajectories, :func:`gapjax.flow.estimate_lambda_pre`) and holds only where
+    that bound does; ``beta = 1`` removes ``v_pre`` on the window, so the
+    combined field there is ``-kappa x + L h + b`` with ``kappa = rate + a`` and
+    the certificate holds for every x, with no estimate (``lambda_pre`` unused).
+
+    Call as ``apply(variables, x, t, c=None, v_pre=..., lambda_pre=None)``:
+    ``v_pre`` (B, ...) is ``v_pre(x, t)`` evaluated on the *same* traced ``x``
+    (so Jacobians see it; :func:`gapjax.flow.late_residual_field` does this);
+    ``lambda_pre`` (K,) bounds at ``linspace(t_c, t_e, K)`` (required when
+    ``beta < 1``, see :func:`window_envelope`). ``return_gains=True`` returns
+    ``{"kappa", "lip_g", "window"}`` (B,) instead of ``r``.
+    """
+
+    rate: float = 0.5
+    t_c: float = 0.5
+    t_e: float = 1.0
+    beta: float = 1.0
+    free_lip: float = 10.0
+    free_init: float = 0.01
+    a_init: float = 0.5
+    rho_init: float = 0.9
+    features: Sequence[int] = (64, 64)
+    time_dim: int = 32
+    num_classes: int | None = None
+    scale: float = 30.0
+    norm: str = "holder"
+
+    @nn.compact
+    def __call__(self, x, t, c=None, v_pre=None, lambda_pre=None, return_gains=False):
+        if not self.rate > 0:
+            raise ValueError(f"rate must be > 0, got {self.rate}")
+        if not 0.0 <= self.t_c < self.t_e <= 1.0:
+            raise ValueError(f"need 0 <= t_c < t_e <= 1, got t_c={self.t_c}, t_e={self.t_e}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if not (self.free_lip > 0 and 0 < self.free_init < self.free_lip and self.a_init > 0
+                and 0 < self.rho_init < 1):
+            raise ValueError("need free_lip > 0, 0 < free_init < free_lip, a_init > 0 and "
+                             f"rho_init in (0, 1), got {self.free_lip}, {self.free_init}, "
+                             f"{self.a_init}, {self.rho_init}")
+        if v_pre is None or jnp.shape(v_pre) != jnp.shape(x):
+            raise ValueError(f"v_pre must be v_pre(x, t) with the shape of x {jnp.shape(x)}, "
+                             f"got {None if v_pre is None else jnp.shape(v_pre)}")
+        if self.beta < 1 and lambda_pre is None:
+            raise ValueError("beta < 1 needs lambda_pre, the (K,) bounds of max eig sym J "
+                             "v_pre on the window (see estimate_lambda_pre)")
+        image = x.ndim in (3, 4) and x.shape[1:3] == (8, 8)
+        t, c = _check_inputs(x, t, c, num_classes=self.num_classes, image=image)
+        shape = x.shape
+        xf = x.reshape(shape[0], -1)
+        d = xf.shape[1]
+        e = _CondEmbed(self.features[0], self.time_dim, self.num_classes)(t, c)
+        h = _unit_lipschitz(self, xf, e, self.features, self.scale, self.norm)
+        zeros = nn.initializers.zeros
+        free_raw0 = math.log(self.free_init / (self.free_lip - self.free_init))
+        a_raw0 = math.log(math.expm1(self.a_init))
+        rho_raw0 = math.log(self.rho_init / (1 - self.rho_init))
+        free = self.free_lip * nn.sigmoid(
+            nn.Dense(1, kernel_init=zeros, bias_init=nn.initializers.constant(free_raw0),
+                     name="free_gain")(e)[:, 0])
+        a = nn.softplus(nn.Dense(1, kernel_init=zeros,
+                                 bias_init=nn.initializers.constant(a_raw0),
+                                 name="window_gain")(e)[:, 0])
+        rho = nn.sigmoid(self.param("rho_raw", nn.initializers.constant(rho_raw0), (),
+                                    x.dtype))
+        inside = (t >= self.t_c) & (t <= self.t_e)
+        lam = (jnp.zeros_like(t) if self.beta == 1 else
+               window_envelope(jnp.asarray(lambda_pre, x.dtype), t, self.t_c, self.t_e))
+        kappa = jnp.where(inside, (1 - self.beta) * lam + self.rate + a, 0.0)
+        lip = jnp.where(inside, rho * a, free)
+        if return_gains:
+            return {"kappa": kappa, "lip_g": lip, "window": inside}
+        bias = nn.Dense(d, kernel_init=zeros, name="bias")(e)
+        w = inside.astype(x.dtype)[:, None]
+        vp = v_pre.reshape(shape[0], -1)
+        r = -w * (self.beta * vp + kappa[:, None] * xf) + lip[:, None] * h + bias
+        return r.reshape(shape)
+
+
+def _unit_lipschitz(mod, xf, e, features, scale, norm):
+    """``h(x, e)``, (B, D) -> (B, D), with ``||J_x h|| <= 1``: dense layers divided
+    by a spectral-norm bound, tanh, the embedding ``e`` added before each tanh.
+    Initialised to identity (padded) weights with input / ``scale`` and output *
+    ``scale`` (Lipschitz-neutral), so ``h(x) ~ x`` for ``|x| << scale``. Called
+    inside ``mod``'s compact ``__call__`` (parameters ``w0, w1, ...``)."""
+    h = xf / scale
+    dims = list(features) + [xf.shape[1]]
+    eye_init = lambda k, shape, dtype: jnp.eye(shape[0], shape[1], dtype=dtype)
+    for i, f in enumerate(dims):
+        w = mod.param(f"w{i}", eye_init, (h.shape[1], f), xf.dtype)
+        w = w / jnp.maximum(_spectral_bound(w, norm), 1e-12)
+        h = h @ w
+        if i < len(dims) - 1:
+            h = jnp.tanh(h + nn.Dense(f, kernel_init=nn.initializers.zeros)(e))
+    return scale * h
 
 
 def residual_linear_matrix(params) -> jax.Array:

@@ -14,6 +14,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_int
+
 
 @flax.struct.dataclass
 class TwoGoalTask:
@@ -46,6 +48,7 @@ def demonstrations(key: jax.Array, task: TwoGoalTask, num_episodes: int):
     ``action_noise``. States after reaching the goal are kept (the expert keeps
     heading to the goal), so every episode contributes ``horizon`` pairs.
     """
+    num_episodes = check_int("num_episodes", num_episodes, min=1)
     def episode(k):
         ks, k0, ka = jax.random.split(k, 3)
         side = jnp.where(jax.random.bernoulli(ks), 1.0, -1.0)
@@ -62,20 +65,32 @@ def demonstrations(key: jax.Array, task: TwoGoalTask, num_episodes: int):
     return ss.reshape(-1, 2), aa.reshape(-1, 2)
 
 
-def rollout(key: jax.Array, task: TwoGoalTask, sample_action, num_episodes: int):
+def rollout(key: jax.Array, task: TwoGoalTask, sample_action, num_episodes: int, *,
+            push: jax.Array | None = None, push_step: int = 0):
     """Closed-loop rollouts of a stochastic policy; returns success flags (E,) and
     the state paths (E, horizon + 1, 2).
 
     ``sample_action(key, states (E, 2)) -> actions (E, 2)``. An episode succeeds
     when it enters the goal disc without having entered the obstacle disc;
-    actions are clipped to norm 2 (at most two expert steps).
+    actions are clipped to norm 2 (at most two expert steps). ``push`` (E, 2), if
+    given, is added to the state of every running episode before step
+    ``push_step`` (the same ``key`` without ``push`` gives the unpushed episodes
+    with identical noise).
     """
+    num_episodes = check_int("num_episodes", num_episodes, min=1)
+    if push is not None and jnp.shape(push) != (num_episodes, 2):
+        raise ValueError(f"push must have shape ({num_episodes}, 2), got {jnp.shape(push)}")
+    if not 0 <= push_step < task.horizon:
+        raise ValueError(f"push_step must be in [0, {task.horizon}), got {push_step}")
     k0, kr = jax.random.split(key)
     s0 = task.start_noise * jax.random.uniform(k0, (num_episodes, 2), minval=-1.0, maxval=1.0)
     obst, goal = jnp.asarray(task.obstacle), jnp.asarray(task.goal)
 
-    def step(carry, kk):
+    def step(carry, xs):
+        kk, i = xs
         s, crashed, done = carry
+        if push is not None:
+            s = jnp.where((i == push_step) & ~(crashed | done)[:, None], s + push, s)
         a = sample_action(kk, s)
         n = jnp.linalg.norm(a, axis=-1, keepdims=True)
         a = a * jnp.minimum(1.0, 2.0 / jnp.maximum(n, 1e-6))
@@ -86,6 +101,7 @@ def rollout(key: jax.Array, task: TwoGoalTask, sample_action, num_episodes: int)
         return (s_new, crashed, done), s_new
 
     init = (s0, jnp.zeros(num_episodes, bool), jnp.zeros(num_episodes, bool))
-    (_, crashed, done), path = jax.lax.scan(step, init, jax.random.split(kr, task.horizon))
+    (_, crashed, done), path = jax.lax.scan(step, init, (jax.random.split(kr, task.horizon),
+                                                          jnp.arange(task.horizon)))
     path = jnp.concatenate([s0[None], path], 0).transpose(1, 0, 2)
     return done & ~crashed, path

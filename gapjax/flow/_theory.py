@@ -18,20 +18,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import check_positive
+
 
 def _check_s(s):
-    if not np.all(np.asarray(s) > 0):
-        raise ValueError(f"target std s must be > 0, got {s}")
+    check_positive("s", s)   # the target std
 
 
 def gaussian_sigma_t(t, s):
     """``sigma_t = sqrt((1-t)^2 + t^2 s^2)``: std of the path marginal."""
+    _check_s(s)
     return jnp.sqrt((1 - t) ** 2 + (t * s) ** 2)
 
 
 def gaussian_field_slope(t, s):
     """``a(t) = (t s^2 - (1-t)) / sigma_t^2``, so ``v* = mu + a(t)(x - t mu)``;
     ``a(t)`` is also the Jacobian ``dv*/dx = a(t) I``."""
+    _check_s(s)
     return (t * s**2 - (1 - t)) / ((1 - t) ** 2 + (t * s) ** 2)
 
 
@@ -128,6 +131,7 @@ def theorem1_bound(delta, lip_u, accel_max, taus, eps0=0.0):
     taus = jnp.asarray(taus)
     if taus.ndim != 1 or taus.shape[0] < 1:
         raise ValueError(f"taus must be a non-empty 1-D array, got shape {taus.shape}")
+    check_positive("taus", taus)
     for name, v in (("delta", delta), ("lip_u", lip_u), ("accel_max", accel_max), ("eps0", eps0)):
         if not isinstance(v, jax.core.Tracer) and not np.all(np.asarray(v) >= 0):
             raise ValueError(f"{name} must be >= 0, got {v}")

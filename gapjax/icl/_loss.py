@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_int, check_positive, check_same_shape
+
 VAR_FLOOR = 1e-2
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -17,7 +19,10 @@ def gaussian_nll(mu, var, y, var_floor: float = VAR_FLOOR):
     ``0.5 log(2 pi v) + (y - mu)^2 / (2 v)`` with ``v = max(var, var_floor)``
     (the paper's ``log sigma_hat + (y - mu_hat)^2 / (2 sigma_hat^2)`` plus the
     constant ``0.5 log 2 pi``, so values are comparable to proper densities).
+    ``mu``, ``var``, ``y`` of one shape.
     """
+    check_same_shape(mu=mu, var=var, y=y)
+    check_positive("var_floor", var_floor)
     v = jnp.maximum(var, var_floor)
     return _HALF_LOG_2PI + 0.5 * jnp.log(v) + 0.5 * jnp.square(y - mu) / v
 
@@ -71,6 +76,7 @@ def make_eval_fn(model, var_floor: float = VAR_FLOOR):
 
 def predict(model, params, xs, ys, batch_size: int = 512):
     """Model predictions ``(mu, var)`` for many prompts, in jitted chunks."""
+    batch_size = check_int("batch_size", batch_size, min=1)
     fn = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y))
     mus, vs = [], []
     for i in range(0, xs.shape[0], batch_size):

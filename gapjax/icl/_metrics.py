@@ -5,11 +5,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import jax.scipy as jsp
 
+from gapjax._checks import check_positive
 from gapjax.icl._loss import VAR_FLOOR, gaussian_nll
 
 
 def two_sided_prob(z, dof=None):
     """``P(|Z| <= |z|)`` for a standard normal, or a Student-t with ``dof``."""
+    if dof is not None:
+        check_positive("dof", dof)
     if dof is None:
         return jsp.special.erf(jnp.abs(z) / jnp.sqrt(2.0))
     return 1.0 - jsp.special.betainc(0.5 * dof, 0.5, dof / (dof + jnp.square(z)))
@@ -38,6 +41,7 @@ def uq_metrics(mean, var, y, *, dof=None, level: float = 0.9,
                          f"{var.shape}, {y.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    check_positive("var", var, allow_zero=True)
     v = jnp.maximum(var, var_floor)
     z = (y - mean) / jnp.sqrt(v)
     out = {
@@ -54,4 +58,7 @@ def uq_metrics(mean, var, y, *, dof=None, level: float = 0.9,
 
 def position_average(metrics: dict) -> dict:
     """Averages every per-position metric over positions (floats)."""
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of arrays (from uq_metrics), got "
+                        f"{type(metrics).__name__}")
     return {k: float(jnp.mean(v)) for k, v in metrics.items()}

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_choice, check_int, check_ndim
+
 POS_ENCODINGS = ("learned", "none")
 TOKEN_FORMATS = ("interleaved", "paired")
 SCALE_HEADS = ("softplus", "log_variance")
@@ -20,8 +22,16 @@ PRESETS = {
 }
 
 
+def _check_xs_ys(xs, ys):
+    check_ndim("xs", xs, ndim=3)
+    if jnp.shape(ys) != jnp.shape(xs)[:2]:
+        raise ValueError(f"ys must have shape {jnp.shape(xs)[:2]} (B, T), got "
+                         f"{jnp.shape(ys)}")
+
+
 def interleave(xs: jax.Array, ys: jax.Array) -> jax.Array:
     """Tokens ``x_1, (y_1, 0..0), x_2, (y_2, 0..0), ...``: ``(B, 2T, d)``."""
+    _check_xs_ys(xs, ys)
     y_tok = jnp.zeros_like(xs).at[..., 0].set(ys)
     b, t, d = xs.shape
     return jnp.stack([xs, y_tok], axis=2).reshape(b, 2 * t, d)
@@ -33,6 +43,7 @@ def pair_tokens(xs: jax.Array, ys: jax.Array) -> jax.Array:
     One token per position carrying the query and the previous pair, so that the
     causal prefix of token ``t`` holds exactly the pairs ``0..t-1`` and ``x_t``.
     """
+    _check_xs_ys(xs, ys)
     prev = jnp.concatenate([xs, ys[..., None]], axis=-1)
     prev = jnp.pad(prev, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     return jnp.concatenate([xs, prev], axis=-1)
@@ -49,6 +60,9 @@ def attention_mask(num_tokens: int, window: int | None,
     ``x_{t-S}`` only as a query, its pair is ``t-S-1``, so ``S`` tokens back
     hold pairs ``t-S..t-1``). One layer; depth widens the receptive field.
     """
+    check_int("num_tokens", num_tokens, min=1)
+    check_int("window", window, min=1, allow_none=True)
+    check_choice("tokens_per_pair", tokens_per_pair, (1, 2))
     i = jnp.arange(num_tokens)[:, None]
     j = jnp.arange(num_tokens)[None, :]
     mask = j <= i

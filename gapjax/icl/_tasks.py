@@ -66,9 +66,7 @@ TASK_SHIFTS = {
 
 
 def _check_pos_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
+    return check_int(name, v, min=1)
 
 
 def sample_tasks(key: jax.Array, num_tasks: int, dim: int,
@@ -112,6 +110,8 @@ def sample_covariates(key: jax.Array, num_tasks: int, length: int, dim: int,
     """
     if covariates not in COVARIATES:
         raise ValueError(f"covariates must be one of {COVARIATES}, got {covariates!r}")
+    num_tasks, length = _check_pos_int("num_tasks", num_tasks), _check_pos_int("length", length)
+    dim = _check_pos_int("dim", dim)
     k_z, k_c, k_q = jax.random.split(key, 3)
     z = jax.random.normal(k_z, (num_tasks, length, dim))
     if covariates == "isotropic":

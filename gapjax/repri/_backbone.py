@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gapjax._checks import as_float_array, check_int, check_labels
 from gapjax.repri._inference import IGNORE, upsample_bilinear
 from gapjax.repri._scenes import SceneConfig, base_scene, digit_bank
 
@@ -27,6 +28,9 @@ class SegNet(nn.Module):
     groups: int = 8          # GroupNorm groups after every conv (0 = none)
 
     def setup(self):
+        check_int("num_classes", self.num_classes, min=1)
+        if len(self.widths) != 4 or any(int(c) < 1 for c in self.widths):
+            raise ValueError(f"widths must be four channel counts >= 1, got {self.widths}")
         w = self.widths
         self.convs = [nn.Conv(w[0], (3, 3)),
                       nn.Conv(w[1], (3, 3), strides=(2, 2)),
@@ -50,7 +54,13 @@ class SegNet(nn.Module):
 
 
 def pixel_cross_entropy(logits, labels):
-    """Mean CE over non-255 pixels. logits (B, H, W, n), labels (B, H, W)."""
+    """Mean CE over non-255 pixels. logits (B, H, W, n), labels (B, H, W) in
+    ``[0, n)`` or 255 (range-checked when concrete)."""
+    logits = as_float_array("logits", logits, min_ndim=2)
+    check_labels("labels", labels, logits.shape[-1], ignore=(IGNORE,))
+    if jnp.shape(labels) != logits.shape[:-1]:
+        raise ValueError(f"labels must have shape {logits.shape[:-1]} (logits without the "
+                         f"class axis), got {jnp.shape(labels)}")
     valid = labels != IGNORE
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.where(valid, labels, 0))

@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import (as_float_array, check_int, check_ndim, check_positive,
+                            check_shape)
+
 EPS = 1e-10          # official epsilon: cosine, prototype count, KL's pi, logs
 NORM_EPS = 1e-12     # F.normalize's clamp of the feature norm
 IGNORE = 255         # ignore label of the masks
@@ -128,13 +131,24 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
     ``src = min(floor(dst * float32(in / out)), in - 1)``, computed in float32
     exactly as ATen does (floor-based, not rounding).
     """
+    in_size = check_int("in_size", in_size, min=1)
+    out_size = check_int("out_size", out_size, min=1)
     scale = np.float32(in_size) / np.float32(out_size)
     idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
     return np.minimum(idx, in_size - 1)
 
 
+def _check_size(name, size):
+    """``(H, W)`` of positive Python/NumPy integers."""
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
+        raise ValueError(f"{name} must be (H, W), got {size!r}")
+    return tuple(check_int(name, s, min=1) for s in size)
+
+
 def downsample_mask(mask: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Nearest-neighbour (floor-based) resampling of (..., H, W) labels to ``size``."""
+    check_ndim("mask", mask, min_ndim=2)
+    size = _check_size("size", size)
     hi = nearest_indices(mask.shape[-2], size[0])
     wi = nearest_indices(mask.shape[-1], size[1])
     return jnp.take(jnp.take(mask, hi, axis=-2), wi, axis=-1)
@@ -158,6 +172,8 @@ def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 def upsample_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Bilinear resize of (..., h, w) to (..., H, W) with ``align_corners=True``
     (``F.interpolate(mode='bilinear', align_corners=True)``)."""
+    x = as_float_array("x", x, min_ndim=2)
+    size = _check_size("size", size)
     mh = jnp.asarray(_bilinear_matrix(x.shape[-2], size[0]), x.dtype)
     mw = jnp.asarray(_bilinear_matrix(x.shape[-1], size[1]), x.dtype)
     return jnp.einsum("Hh,...hw,Ww->...HW", mh, x, mw)
@@ -175,6 +191,9 @@ def l2_normalize(f: jax.Array) -> jax.Array:
 def cosine_logits(features: jax.Array, prototype: jax.Array,
                   temperature: float) -> jax.Array:
     """``tau * <f, w> / (|f| |w| + 1e-10)`` for features (..., C) -> (...)."""
+    check_positive("temperature", temperature)
+    features = as_float_array("features", features, min_ndim=1)
+    check_shape("prototype", prototype, (features.shape[-1],), "(C,) like features' last axis")
     dot = jnp.einsum("...c,c->...", features, prototype)
     fn = jnp.sqrt(jnp.sum(features * features, axis=-1))
     wn = jnp.sqrt(jnp.sum(prototype * prototype))
@@ -535,6 +554,7 @@ def oracle_pi(query_mask, feature_size: tuple[int, int], dtype=None) -> jax.Arra
       (…) foreground fraction among the valid (non-255) downsampled pixels.
     """
     m = jnp.asarray(query_mask)
+    feature_size = _check_size("feature_size", feature_size)
     if m.ndim < 2:
         raise ValueError(f"query_mask must be (..., H, W), got {m.shape}")
     if dtype is None:

@@ -73,6 +73,10 @@ def de_predictive(mu_T, xnorm2, R, S, sigma, gamma):
 
 def de_mean_variance(R, S, sigma, gamma):
     """``E_x[s^2_DE] = sigma^2 + gamma^2 R S^2/(R+S^2)`` (``E||x||^2 = S^2``)."""
+    check_positive("R", R, allow_zero=True)
+    check_positive("S", S)
+    check_positive("sigma", sigma)
+    check_positive("gamma", gamma)
     return sigma**2 + gamma**2 * R * S**2 / (R + S**2)
 
 

@@ -280,6 +280,8 @@ def delta_monte_carlo(key, post: Posterior, w_T, c, ks, temps, *, num_test: int,
       (``A0..D0``, exact predictive) and ``"coef_de"``; ``"C"`` ``[2, nC]``;
       ``"dT2"``, ``"s2"`` (scalars); ``se`` holds standard errors over test points.
     """
+    if isinstance(num_test, bool) or int(num_test) != num_test or num_test < 1:
+        raise ValueError(f"num_test must be a positive integer, got {num_test!r}")
     w_T = jnp.asarray(w_T)
     if w_T.shape != post.mean.shape:
         raise ValueError(f"w_T must have shape {post.mean.shape}, got {w_T.shape}")
