@@ -175,7 +175,7 @@ def validate(config, *, counts=(), nonneg_counts=(), positive=(), nonneg=(),
                     not seq and not _ok(kind, v)):
                 what = (f"a non-empty sequence, each element {_fmt_rule(kind)}" if seq
                         else _fmt_rule(kind))
-                raise ValueError(f"config key {key!r} must be {what}"
+                raise ValueError(f"config.{key} must be {what}"
                                  f"{' (or None)' if key in optional else ''}, got {v!r}")
     for key, allowed in (choices or {}).items():
         v = get(key)
@@ -183,7 +183,7 @@ def validate(config, *, counts=(), nonneg_counts=(), positive=(), nonneg=(),
             continue
         for e in (v if isinstance(v, (list, tuple)) else (v,)):
             if e not in tuple(allowed):
-                raise ValueError(f"config key {key!r} must be one of {tuple(allowed)}, "
+                raise ValueError(f"config.{key} must be one of {tuple(allowed)}, "
                                  f"got {v!r}")
     for predicate, message in relations:
         if not predicate(config):

@@ -574,7 +574,7 @@ def _run(*argv):
 
 
 RUNNER = [
-    ("gbn_lr_neg", _cfg("ghost_bn", "lr=-0.01"), V, "'lr'"),
+    ("gbn_lr_neg", _cfg("ghost_bn", "lr=-0.01"), V, "config.lr "),
     ("gbn_small_batch_zero", _cfg("ghost_bn", "small_batch=0"), V, "small_batch"),
     ("gbn_small_batch_indiv", _cfg("ghost_bn", "small_batch=30"), V, "small_batch"),
     ("gbn_seeds_zero", _cfg("ghost_bn", "seeds=0"), V, "seeds"),
@@ -590,7 +590,7 @@ RUNNER = [
     ("gbn_drop_fraction", _cfg("ghost_bn", "lr_drop_fractions=(0.2,1.2)"), V,
      "lr_drop_fractions"),
     ("gbn_lr_nan", _cfg("ghost_bn", "lr=nan"), V, "lr"),
-    ("icl_lr_neg", _cfg("icl", "lr=-0.01"), V, "'lr'"),
+    ("icl_lr_neg", _cfg("icl", "lr=-0.01"), V, "config.lr "),
     ("icl_dim_zero", _cfg("icl", "dim=0"), V, "dim"),
     ("icl_prompt_length", _cfg("icl", "prompt_length=0"), V, "prompt_length"),
     ("icl_a0", _cfg("icl", "a0=0.0"), V, "a0"),
@@ -612,7 +612,7 @@ RUNNER = [
     ("flow_policy_batch", _cfg("flow", "policy.batch_size=0"), V, "policy.batch_size"),
     ("flow_fm_weight", _cfg("flow", "toy.fm_weight=-1.0"), V, "toy.fm_weight"),
     ("scaling_sigma", _cfg("scaling", "sigma=0.0"), V, "sigma"),
-    ("scaling_d", _cfg("scaling", "d=0"), V, "'d'"),
+    ("scaling_d", _cfg("scaling", "d=0"), V, "config.d "),
     ("scaling_kmin", _cfg("scaling", "exp3_kmin=500"), V, "exp3_kmin"),
     ("scaling_grid", _cfg("scaling", "exp2_t_grid=(200.0,0.5,14)"), V, "exp2_t_grid"),
     ("scaling_chunk", _cfg("scaling", "chunk_size=0"), V, "chunk_size"),
@@ -646,7 +646,7 @@ RUNNER = [
                                          relations=[(lambda c: False, "dim vs n_head")]), V,
      "dim"),
     ("run_lr_neg", _run("icl", "--config", "icl:quick", "--workdir", "/tmp/_gapjax_bad_in",
-                        "--config.lr=-0.01"), V, "'lr'"),
+                        "--config.lr=-0.01"), V, "config.lr "),
     ("run_small_batch", _run("ghost_bn", "--config", "ghost_bn:quick", "--workdir",
                              "/tmp/_gapjax_bad_in", "--config.small_batch=0"), V,
      "small_batch"),
