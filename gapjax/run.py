@@ -20,19 +20,30 @@ same command with ``--resume``.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: "try again later" (requeue)
 
 
-def _preempted_early(signum, frame):
-    print("preempted (SIGTERM) outside training, resume with --resume", file=sys.stderr)
-    sys.exit(EXIT_PREEMPTED)
+def _exit_preempted(message: str):
+    """SIGTERM handler for everything outside the training loop (which defers
+    SIGTERM to the end of its step and checkpoints): there is nothing new to
+    save, so exit at once. ``os._exit`` because an exception raised in a signal
+    handler can be swallowed (e.g. when it lands in a garbage-collector callback).
+    """
+    def handle(signum, frame):
+        os.write(2, (message + "\n").encode())
+        os._exit(EXIT_PREEMPTED)
+
+    return handle
 
 
 if __name__ == "__main__":  # before the slow imports: SIGTERM at start-up is a preemption
-    signal.signal(signal.SIGTERM, _preempted_early)
+    signal.signal(signal.SIGTERM, _exit_preempted(
+        "preempted (SIGTERM) at start-up, resume with --resume"))
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -40,8 +51,7 @@ import json  # noqa: E402
 
 from gapjax.config import apply_overrides, load_config  # noqa: E402
 from gapjax.report import EXPERIMENTS, _jsonable  # noqa: E402
-from gapjax.train import (NonFiniteError, Preempted, check_workdir,  # noqa: E402
-                          raise_on_sigterm)
+from gapjax.train import NonFiniteError, Preempted, check_workdir  # noqa: E402
 
 
 def parse_args(argv):
@@ -81,19 +91,30 @@ def main(argv=None) -> int:
             raise ValueError(f"--resume given but config {args.config} has no 'resume' key")
         config.resume = True
     workdir = check_workdir(args.workdir)
+    hint = ("resume with --resume" if "resume" in config else
+            "this experiment keeps no checkpoints: run the same command again")
+    on_main = threading.current_thread() is threading.main_thread()
+    old = (signal.signal(signal.SIGTERM, _exit_preempted(
+        f"preempted (SIGTERM) outside training, {hint}")) if on_main else None)
+    try:
+        return _run(args.experiment, config, workdir, hint)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _run(experiment, config, workdir, hint) -> int:
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
     (workdir / "summary.json").unlink(missing_ok=True)  # never an earlier run's as this one's
-    with raise_on_sigterm():
-        try:
-            module = importlib.import_module(f"gapjax.experiments.{args.experiment}")
-            summary = module.main(config, workdir)
-        except Preempted as e:
-            print(e if "resume" in config else "preempted; this experiment keeps no "
-                  "checkpoints: run the same command again", file=sys.stderr, flush=True)
-            return EXIT_PREEMPTED
-        except NonFiniteError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            return 1
+    try:
+        module = importlib.import_module(f"gapjax.experiments.{experiment}")
+        summary = module.main(config, workdir)
+    except Preempted as e:  # SIGTERM in training: the current step was checkpointed
+        print(e if "resume" in config else f"preempted; {hint}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     if not (workdir / "summary.json").exists() or summary:
         (workdir / "summary.json").write_text(json.dumps(_jsonable(summary or {}), indent=1))
     if not (workdir / "metrics.jsonl").exists():

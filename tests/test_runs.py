@@ -360,14 +360,20 @@ def test_runner_sigterm_exits_75(tmp_path):
                                "icl:quick", "--workdir", str(tmp_path / name), *tiny],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for name in ("startup", "training")]
-    deadline = time.time() + 300
     for name, proc in zip(("startup", "training"), procs):
         path = tmp_path / name / ("config.json" if name == "startup" else "metrics.jsonl")
+        deadline = time.time() + 600
         while time.time() < deadline and not (path.exists() and path.stat().st_size):
             time.sleep(0.05)
+        print(name, "signalled", time.strftime("%X"), path.exists())
         proc.send_signal(signal.SIGTERM)
     for name, proc in zip(("startup", "training"), procs):
-        err = proc.communicate(timeout=300)[1].decode()
+        try:
+            err = proc.communicate(timeout=120)[1].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{name}: no exit 120 s after SIGTERM: "
+                                 f"{proc.communicate()[1].decode()[-3000:]}")
         assert proc.returncode == 75, err[-2000:]
         assert "resume with --resume" in err
         assert not (tmp_path / name / "summary.json").exists()

@@ -34,7 +34,6 @@ to evaluate, log and checkpoint. The loop:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import pathlib
@@ -104,6 +103,7 @@ class Preempted(BaseException):
     A ``BaseException`` like ``KeyboardInterrupt`` (an interruption, not an
     error), so ``except Exception`` blocks do not turn it into a result.
     ``step`` is the newest checkpointed step (``None`` before training started).
+    ``python -m gapjax.run`` turns it into exit status 75.
     """
 
     def __init__(self, step: int | None = None, checkpoint=None):
@@ -113,34 +113,10 @@ class Preempted(BaseException):
         super().__init__(msg + (f" (checkpoint {checkpoint})" if checkpoint else ""))
 
 
-@contextlib.contextmanager
-def raise_on_sigterm():
-    """Within this block SIGTERM raises :class:`Preempted` (main thread only).
-
-    Outside :func:`train_and_evaluate` it raises at once (start-up, data
-    loading, evaluation after training: there is nothing new to save); inside
-    it the loop defers it to the end of the current step and checkpoints first.
-    ``python -m gapjax.run`` wraps the whole run in this.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = []
-
-    def handle(signum, frame):
-        if not fired:  # a second SIGTERM must not interrupt the unwinding
-            fired.append(signum)
-            raise Preempted()
-
-    old = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 class _Preemption:
-    """Sets a flag on SIGTERM while installed (main thread only)."""
+    """Sets a flag on SIGTERM while installed (main thread only); the loop acts on
+    it at the end of the step. A flag still set when the block ends normally
+    (a SIGTERM after the last check) is passed on to the previous handler."""
 
     def __init__(self):
         self.flag = False
@@ -154,9 +130,11 @@ class _Preemption:
     def _handle(self, signum, frame):
         self.flag = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
+            if self.flag and exc_type is None:
+                signal.raise_signal(signal.SIGTERM)
 
 
 def _get(config, key):
