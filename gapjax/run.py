@@ -51,7 +51,8 @@ import json  # noqa: E402
 
 from gapjax.config import apply_overrides, load_config  # noqa: E402
 from gapjax.report import EXPERIMENTS, _jsonable  # noqa: E402
-from gapjax.train import NonFiniteError, Preempted, check_workdir  # noqa: E402
+from gapjax.train import (NonFiniteError, Preempted, check_workdir,  # noqa: E402
+                          write_metrics)
 
 
 def parse_args(argv):
@@ -121,7 +122,7 @@ def _run(experiment, config, workdir, hint) -> int:
         # Experiments without a step-wise training loop (closed forms, scans of
         # small fits) log their final scalar measurements as one row.
         row = {"step": 0, "split": "final", **_scalar_leaves(_jsonable(summary or {}))}
-        (workdir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        write_metrics(workdir, [row])  # metrics.jsonl and TensorBoard
     print(f"run finished: {workdir}")
     return 0
 

@@ -447,6 +447,16 @@ def _tb_scalars(tag: str, value, seed_axis: bool):
         yield f"{tag}/{'/'.join(parts)}", float(a[idx])
 
 
+def write_metrics(workdir, rows: list[dict], num_seeds: int | None = None) -> None:
+    """Writes ``rows`` (dicts with ``step`` and ``split``) as ``metrics.jsonl``
+    and TensorBoard event files in ``workdir``, replacing earlier ones (for runs
+    that measure without :func:`train_and_evaluate`)."""
+    workdir = pathlib.Path(workdir)
+    lines = [json.dumps(r) for r in rows]
+    _MetricsLog(workdir, lines, [json.loads(ln) for ln in lines], True,
+                seed_axis=num_seeds is not None).close()
+
+
 class _MetricsLog:
     """``metrics.jsonl`` and TensorBoard event files beside it (process 0 writes).
 
