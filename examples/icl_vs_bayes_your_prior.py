@@ -35,18 +35,27 @@ tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_de
 batch_fn = icl.make_batch_fn(64, args.length, args.dim, prior)
 k_init, k_data, k_eval = jax.random.split(jax.random.key(0), 3)
 xs0 = jnp.zeros((1, args.length, args.dim))
-state = train.init_train_state(k_init, lambda k: model.init(k, xs0, xs0[..., 0]), tx)
+state = jax.jit(lambda k: train.init_train_state(
+    k, lambda kk: model.init(kk, xs0, xs0[..., 0]), tx))(k_init)
 state, metrics = jax.jit(lambda s: train.scan_train_steps(
     icl.make_loss_fn(model), tx, s, lambda t: batch_fn(k_data, t), args.steps))(state)
 print(f"trained {args.steps} steps, final NLL {float(metrics['loss'][-50:].mean()):.3f}")
 
-ev = icl.sample_batch(k_eval, args.eval_tasks, args.length, args.dim, prior)
-mu, var = icl.predict(model, state.params, ev["xs"], ev["ys"])
-bayes = icl.normal_gamma_predictive(ev["xs"], ev["ys"], prior)
-ridge = icl.ridge_predictive(ev["xs"], ev["ys"])
-m_model = icl.uq_metrics(mu, var, ev["ys"], sigma_ref=jnp.sqrt(bayes["var"]))
-m_bayes = icl.uq_metrics(bayes["mean"], bayes["scale2"], ev["ys"], dof=bayes["dof"])
-m_ridge = icl.uq_metrics(ridge["mean"], ridge["var"], ev["ys"])
+
+
+@jax.jit
+def evaluate(params, key):
+    """Model, Bayes and ridge metrics per context length on fresh prompts (one jit)."""
+    ev = icl.sample_batch(key, args.eval_tasks, args.length, args.dim, prior)
+    mu, var = icl.predict(model, params, ev["xs"], ev["ys"])
+    bayes = icl.normal_gamma_predictive(ev["xs"], ev["ys"], prior)
+    ridge = icl.ridge_predictive(ev["xs"], ev["ys"])
+    return (icl.uq_metrics(mu, var, ev["ys"], sigma_ref=jnp.sqrt(bayes["var"])),
+            icl.uq_metrics(bayes["mean"], bayes["scale2"], ev["ys"], dof=bayes["dof"]),
+            icl.uq_metrics(ridge["mean"], ridge["var"], ev["ys"]))
+
+
+m_model, m_bayes, m_ridge = evaluate(state.params, k_eval)
 
 print(" k | MSE model / Bayes / ridge | NLL model / Bayes | cover90 model | sigma/sigma_B")
 for k in range(args.length):
