@@ -32,13 +32,15 @@ Choices where the paper is silent (no official code):
 
 from gapjax.flow._cfm import (COUPLINGS, cfm_loss, cfm_objective, make_field, ot_pair,
                               sinkhorn_plan)
-from gapjax.flow._finetune import (PAIRINGS, certify_contraction, ftfm_loss,
-                                   gaussian_recon_nll, init_recon_params, make_pairs,
+from gapjax.flow._finetune import (PAIRINGS, certify_contraction, estimate_lambda_pre,
+                                   ftfm_loss, gaussian_recon_nll, init_recon_params,
+                                   late_resft_loss, late_residual_field, make_pairs,
                                    pair_distances, perturbation_deviation, residual_field,
                                    resft_loss)
 from gapjax.flow._metrics import frechet_distance, mmd_rbf, sliced_wasserstein
-from gapjax.flow._nets import (Classifier, ContractingResidual, VelocityConv, VelocityMLP,
-                               lmi_certificate, residual_linear_matrix, time_embedding)
+from gapjax.flow._nets import (Classifier, ContractingResidual, LateContractingResidual,
+                               VelocityConv, VelocityMLP, lmi_certificate,
+                               residual_linear_matrix, time_embedding, window_envelope)
 from gapjax.flow._policy import TwoGoalTask, demonstrations, expert_action, rollout
 from gapjax.flow._solvers import (METHODS, divergence, forward_map, inverse_map, logprob,
                                   odeint, odeint_reference, standard_normal_log_prob)
@@ -55,7 +57,7 @@ __all__ = [
     "COUPLINGS", "cfm_loss", "cfm_objective", "make_field", "ot_pair", "sinkhorn_plan",
     # networks
     "VelocityMLP", "VelocityConv", "ContractingResidual", "Classifier", "time_embedding",
-    "residual_linear_matrix", "lmi_certificate",
+    "residual_linear_matrix", "lmi_certificate", "LateContractingResidual", "window_envelope",
     # solvers and likelihood
     "METHODS", "odeint", "odeint_reference", "forward_map", "inverse_map", "logprob",
     "divergence", "standard_normal_log_prob",
@@ -67,6 +69,7 @@ __all__ = [
     # fine-tuning
     "PAIRINGS", "make_pairs", "init_recon_params", "gaussian_recon_nll", "ftfm_loss",
     "resft_loss", "residual_field", "certify_contraction", "pair_distances",
+    "late_resft_loss", "late_residual_field", "estimate_lambda_pre",
     "perturbation_deviation",
     # metrics and tasks
     "mmd_rbf", "sliced_wasserstein", "frechet_distance",
