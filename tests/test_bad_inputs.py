@@ -562,6 +562,78 @@ DEUP = [
 ]
 
 
+# ---------------------------------------------------------------- found after the first pass
+MORE = [
+    ("icl-prompts_sigma_neg", lambda: I.sample_prompts(KEY, z(3, 2), -o(3), 5), V, "sigma"),
+    ("icl-prompts_mismatch", lambda: I.sample_prompts(KEY, z(3, 2), o(4), 5), V, "sigma"),
+    ("icl-batch_fn_size", lambda: I.make_batch_fn(0, 5, 2), V, "batch_size"),
+    ("flow-cfm_objective_shape", lambda: F.cfm_objective(_field, z(4, 2), z(3, 2), z(4)), V,
+     "x1"),
+    ("flow-cfm_objective_t", lambda: F.cfm_objective(_field, z(4, 2), z(4, 2), z(3)), V, "t"),
+    ("flow-divergence_probes", lambda: F.divergence(_field, z(4, 2), 0.5,
+                                                    probes=z(2, 3, 3)), V, "probes"),
+    ("flow-gmm_mixture", lambda: F.gmm_optimal_field(z(4, 3), 0.5, None), T, "mixture"),
+    ("flow-gmm_log_prob_mixture", lambda: F.gmm_log_prob_t(z(4, 3), 0.5, {}), T, "mixture"),
+    ("flow-odeint_t0_nan", lambda: F.odeint(_field, z(2, 2), 2, t0=float("nan")), V, "t0"),
+    ("flow-odeint_t1_inf", lambda: F.odeint(_field, z(2, 2), 2, t1=float("inf")), V, "t1"),
+    ("flow-reference_rtol", lambda: F.odeint_reference(_field, z(2, 2), rtol=-1.0), V, "rtol"),
+    ("flow-reference_max_steps", lambda: F.odeint_reference(_field, z(2, 2), max_steps=0), V,
+     "max_steps"),
+    ("flow-recon_dim", lambda: F.init_recon_params({}, learn_sigma=True, dim=0), V, "dim"),
+    ("flow-make_pairs_chunk", lambda: F.make_pairs(z(4, 2), pairing="data", x0=z(4, 2),
+                                                   chunk_size=0), V, "chunk_size"),
+    ("flow-make_pairs_x0", lambda: F.make_pairs(z(4, 2), pairing="data", x0=z(3, 2)), V,
+     "x0"),
+    ("flow-lmi_rate", lambda: F.lmi_certificate(z(2, 2), -1.0), V, "rate"),
+    ("flow-lmi_shape", lambda: F.lmi_certificate(z(2, 3), 1.0), V, "matrix"),
+    ("flow-accel_s", lambda: F.gaussian_path_acceleration_max(-1.0, 1.0), V, "s"),
+    ("flow-trajectory_steps", lambda: F.trajectory_jacobian_norms(_field, z(2, 2), 0), V,
+     "n_steps"),
+    ("scaling-de_paper_d", lambda: S.de_error_paper(1.0, 1.0, 1.0, 0), V, "d"),
+    ("scaling-de_ridge_a", lambda: S.de_error_ridge(-1.0, 1.0, 1.0, 0.1, 1.0, 10), V, "a"),
+    ("scaling-de_predictive_xnorm", lambda: S.de_predictive(0.0, -1.0, 1.0, 1.0, 0.1, 1.0),
+     V, "xnorm2"),
+    ("scaling-post_nodes_num", lambda: S.posterior_nodes(_post(), z(3), 1.0, num=0), V,
+     "num"),
+    ("scaling-exact_num_t", lambda: S.softmax_error_exact(0.1, 0.1, 1.0, 1.0, [2], num_t=1),
+     V, "num_t"),
+    ("scaling-exact_z_max", lambda: S.softmax_error_exact(0.1, 0.1, 1.0, 1.0, [2],
+                                                          z_max=-1.0), V, "z_max"),
+    ("scaling-minimize_iters", lambda: S.minimize_log_scalar(lambda x: x, 1.0, 2.0,
+                                                             iters=-1), V, "iters"),
+    ("scaling-mc_temps", lambda: S.mc_delta_points(KEY, z(2), z(2), o(2), [2], [-1.0], 4), V,
+     "temps"),
+    ("repri-batch_pi_shape", lambda: R.repri_batch(o(2, 1, 4, 4, 3), jnp.ones((2, 1, 8, 8),
+                                                                               jnp.int32),
+                                                   o(2, 4, 4, 3), jnp.ones((2, 8, 8), bool),
+                                                   pi=o(3) * 0.5), V, "pi"),
+    ("repri-estimate_pi_channels", lambda: R.estimate_pi(R.Classifier(o(3), z()), o(4, 4, 5),
+                                                         jnp.ones((4, 4), bool), 20.0), V,
+     "prototype"),
+    ("repri-fb_iou_type", lambda: R.fb_iou(None), T, "sums"),
+    ("repri-mean_iou_type", lambda: R.mean_iou({}), T, "sums"),
+    ("repri-class_iou_type", lambda: R.class_iou((1, 2)), T, "sums"),
+    ("ghost_bn-bnmlp_classes", lambda: G.BNMLP(features=(4,), num_classes=0).init(
+        KEY, z(4, 3), train=False), V, "num_classes"),
+    ("ghost_bn-bnmlp_features", lambda: G.BNMLP(features=(4, 0)).init(KEY, z(4, 3),
+                                                                       train=False), V,
+     "features"),
+    ("ghost_bn-steps_float", lambda: G.steps_per_epoch(10, 2.5), T, "batch_size"),
+    ("deup-apply_mlp_x", lambda: D.apply_mlp(_mlp(), {}, z(3)), V, "x"),
+    ("deup-hetero_predict_x", lambda: D.predict_heteroscedastic(_mlp(), {}, z(3)), V, "x"),
+    ("deup-repeat_x", lambda: D.fit_repeat_aleatoric(_mlp(), KEY, z(3, 2), z(4, 2)), V,
+     "y_reps"),
+    ("deup-fit_error_type", lambda: D.fit_error_predictor(D.ErrorConfig(), KEY, None), T,
+     "ed"),
+    ("deup-init_error_type", lambda: D.init_error_predictor(D.ErrorConfig(), KEY, "ed"), T,
+     "ed"),
+    ("deup-leaked_type", lambda: D.leaked_rows(None), T, "ed"),
+    ("deup-init_predictor_x", lambda: D.init_predictor(D.Predictor(), KEY, z(3)), V, "x"),
+    ("deup-multi_optima_rank", lambda: D.multi_optima(z(3)), V, "x"),
+    ("deup-levy_rank", lambda: D.neg_levy_n13(z(3)), V, "x"),
+    ("deup-config_folds", lambda: D.DEUPConfig(num_folds=1), V, "num_folds"),
+]
+
 # ---------------------------------------------------------------- runner / config
 def _cfg(name, *overrides):
     return lambda: check_config(name, apply_overrides(load_config(f"{name}:quick"),
@@ -660,6 +732,8 @@ def _cases():
                          ("icl", ICL), ("repri", REPRI), ("deup", DEUP), ("runner", RUNNER)):
         for name, fn, exc, match in cases:
             yield pytest.param(fn, exc, match, id=f"{group}-{name}")
+    for name, fn, exc, match in MORE:
+        yield pytest.param(fn, exc, match, id=name)
 
 
 CASES = list(_cases())

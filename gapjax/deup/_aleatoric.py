@@ -12,7 +12,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from gapjax._checks import check_int
+from gapjax._checks import check_int, check_ndim
 from gapjax.deup._fit import MLPConfig, apply_mlp, fit_mlp
 
 
@@ -71,5 +71,6 @@ def fit_heteroscedastic(cfg: MLPConfig, key: jax.Array, x: jax.Array, y: jax.Arr
 
 def predict_heteroscedastic(cfg: MLPConfig, params, x: jax.Array):
     """``(mean (Q,), a(x) = variance (Q,))``."""
+    check_ndim("x", x, ndim=2)
     o = apply_mlp(cfg, params, x, out=2)
     return o[:, 0], jnp.exp(o[:, 1])

@@ -100,8 +100,15 @@ def concat_error_data(*eds: ErrorData) -> ErrorData:
     return jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *eds)
 
 
+def _check_ed(ed):
+    if not isinstance(ed, ErrorData):
+        raise TypeError(f"ed must be ErrorData (from kfold_error_data / empty_error_data), "
+                        f"got {type(ed).__name__}")
+
+
 def leaked_rows(ed: ErrorData) -> jax.Array:
     """(R,) bool: valid rows whose producing model trained on the row's point."""
+    _check_ed(ed)
     idx = jnp.clip(ed.point, 0, ed.trained_on.shape[1] - 1)
     hit = jnp.take_along_axis(ed.trained_on, idx[:, None], axis=1)[:, 0]
     return ed.valid & (hit | (ed.point < 0))
@@ -276,6 +283,7 @@ def target_to_error(cfg: ErrorConfig, t: jax.Array) -> jax.Array:
 
 def init_error_predictor(cfg: ErrorConfig, key: jax.Array, ed: ErrorData) -> ErrorPredictor:
     """An untrained ``e`` (fresh init, identity standardisation) for warm starts."""
+    _check_ed(ed)
     from gapjax.deup._fit import _module
 
     f = ed.phi.shape[1]
@@ -291,6 +299,7 @@ def fit_error_predictor(cfg: ErrorConfig, key: jax.Array, ed: ErrorData, *,
     """Fits ``e`` by MSE on the valid rows of ``ed`` (features and targets
     standardised with the valid rows' mean / std). ``init`` warm-starts the
     network for ``steps`` steps. jit- and vmap-able."""
+    _check_ed(ed)
     w = ed.valid.astype(ed.phi.dtype)
     n = jnp.maximum(jnp.sum(w), 1.0)
     phi_mean = jnp.sum(ed.phi * w[:, None], 0) / n

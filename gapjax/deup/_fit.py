@@ -166,6 +166,7 @@ def apply_mlp(cfg: MLPConfig, params, x: jax.Array, *, out: int = 1,
               key: jax.Array | None = None) -> jax.Array:
     """Network outputs ``(N, out)``; deterministic unless ``key`` is given
     (then one dropout sample)."""
+    check_ndim("x", x, ndim=2)
     model = _module(cfg, out)
     if key is None:
         return model.apply({"params": params}, x, deterministic=True)

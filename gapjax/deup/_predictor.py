@@ -11,7 +11,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from gapjax._checks import as_float_array, check_labels, check_same_leading, check_shape
+from gapjax._checks import (as_float_array, check_labels, check_ndim, check_same_leading,
+                            check_shape)
 from gapjax.deup._fit import (MLPConfig, apply_ensemble, fit_ensemble, log_variance,
                               mc_dropout_outputs)
 
@@ -67,6 +68,7 @@ class Predictor:
 
 def init_predictor(p: Predictor, key: jax.Array, x: jax.Array):
     """Freshly initialised params, stacked over members (for warm starts)."""
+    check_ndim("x", x, ndim=2)
     from gapjax.deup._fit import _module
 
     keys = jax.random.split(key, int(p.num_members))

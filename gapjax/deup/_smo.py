@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
-from gapjax._checks import check_positive, check_same_shape
+from gapjax._checks import as_float_array, check_positive, check_same_shape
 from gapjax.deup._deup import DEUPConfig
 from gapjax.deup._errors import (_kfold_jit, epistemic_uncertainty, fit_error_predictor,
                                  init_error_predictor, predict_error, random_folds, set_row)
@@ -44,12 +44,14 @@ METHODS = ("deup", "gp", "ensemble", "random")
 
 def multi_optima(x: jax.Array) -> jax.Array:
     """``sin(x) cos(5x) cos(22x)`` on [-1, 2]; ``x`` (Q, 1) -> (Q,)."""
+    x = as_float_array("x", x, ndim=2)
     x = x[:, 0]
     return jnp.sin(x) * jnp.cos(5 * x) * jnp.cos(22 * x)
 
 
 def neg_levy_n13(x: jax.Array) -> jax.Array:
     """Negated Levy N.13 on [-10, 10]^2 (max 0 at (1, 1)); (Q, 2) -> (Q,)."""
+    x = as_float_array("x", x, ndim=2)
     a, b = x[:, 0], x[:, 1]
     v = (jnp.sin(3 * jnp.pi * a) ** 2 + (a - 1) ** 2 * (1 + jnp.sin(3 * jnp.pi * b) ** 2)
          + (b - 1) ** 2 * (1 + jnp.sin(2 * jnp.pi * b) ** 2))

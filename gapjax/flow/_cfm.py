@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax._checks import as_float_array, check_choice, check_int, check_positive
+from gapjax._checks import (as_float_array, check_choice, check_int, check_positive,
+                            check_shape)
 
 COUPLINGS = ("independent", "sinkhorn", "exact_ot")
 
@@ -100,6 +101,10 @@ def ot_pair(key: jax.Array, x0: jax.Array, x1: jax.Array, *, method: str = "sink
 def cfm_objective(field: Callable, x0, x1, t):
     """CFM loss ``mean_b ||v(x_t, t) - (x1 - x0)||^2`` (summed over dims) for
     per-sample times ``t`` (B,); ``field(x, t)`` accepts (B,) times."""
+    x0 = as_float_array("x0", x0, min_ndim=1)
+    if jnp.shape(x1) != x0.shape:
+        raise ValueError(f"x1 must have x0's shape {x0.shape}, got {jnp.shape(x1)}")
+    check_shape("t", t, (x0.shape[0],), "(one time per sample)")
     tb = t.reshape((-1,) + (1,) * (x0.ndim - 1))
     xt = (1 - tb) * x0 + tb * x1
     err = field(xt, t) - (x1 - x0)

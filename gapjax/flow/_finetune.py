@@ -14,6 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gapjax._checks import check_int
 from gapjax.flow._cfm import cfm_objective, make_field
 from gapjax.flow._solvers import _check_state, _check_steps, odeint, odeint_reference
 from gapjax.flow._theory import per_sample_jacobian
@@ -38,6 +39,7 @@ def make_pairs(x1: jax.Array, *, pairing: str, x0: jax.Array | None = None,
     Returns:
       dict of arrays with a common leading axis.
     """
+    check_int("chunk_size", chunk_size, min=1)
     x1 = _check_state(x1, "x1")
     if pairing == "independent":
         raise ValueError(
@@ -79,6 +81,8 @@ def init_recon_params(field_params, *, learn_sigma: bool = False, log_sigma: flo
                       dim: int | None = None):
     """Parameters of a reconstruction fine-tuning: ``{"field": field_params}`` plus
     ``"log_sigma"`` (scalar, or (dim,) per-dimension) when sigma is learned."""
+    if dim is not None:
+        check_int("dim", dim, min=1)
     p = {"field": field_params}
     if learn_sigma:
         p["log_sigma"] = jnp.full(() if dim is None else (dim,), log_sigma,

@@ -19,9 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gapjax._checks import check_int
-
-
+from gapjax._checks import check_int, check_positive
 def _check_inputs(x, t, c, *, num_classes, image: bool):
     if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
         raise TypeError(f"x must be a floating array, got dtype {x.dtype}")
@@ -349,6 +347,7 @@ def lmi_certificate(a: jax.Array, rate: float, metric: jax.Array | None = None) 
     ``<= 0`` certifies the LMI of contraction theory: ``x' = A x`` contracts at
     rate ``rate`` in the norm ``sqrt(x^T P x)`` (Lohmiller & Slotine 1998).
     """
+    check_positive("rate", rate, allow_zero=True)
     a = jnp.asarray(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"A must be a square (D, D) matrix, got shape {a.shape}")

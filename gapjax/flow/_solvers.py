@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapjax._checks import check_finite, check_int, check_positive
+
 Field = Callable[[jax.Array, jax.Array], jax.Array]
 
 METHODS = ("euler", "midpoint", "rk4")
@@ -81,6 +83,8 @@ def odeint(field: Field, x0: jax.Array, n_steps: int, *, method: str = "euler",
     Returns:
       ``x(t1)`` (B, ...), and the path if ``return_path``.
     """
+    check_finite("t0", t0)
+    check_finite("t1", t1)
     _check_steps(n_steps, method)
     x0 = _check_state(x0)
     step_fn = _STEPS[method]
@@ -104,6 +108,11 @@ def odeint_reference(field: Field, x0: jax.Array, *, t0: float = 0.0, t1: float 
     The reference map used for pairing (inverse ODE) and for measuring the
     few-step gap. Arguments as in :func:`odeint`; returns ``x(t1)``.
     """
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
+    check_int("max_steps", max_steps, min=1)
+    check_finite("t0", t0)
+    check_finite("t1", t1)
     import diffrax
 
     x0 = _check_state(x0)
@@ -143,6 +152,9 @@ def divergence(field: Field, x: jax.Array, t, *, probes: jax.Array | None = None
     when ``probes is None``; otherwise the Hutchinson estimate
     ``mean_k eps_k^T J eps_k`` with ``probes`` of shape (K, B, ...).
     """
+    if probes is not None and jnp.shape(probes)[1:] != jnp.shape(x):
+        raise ValueError(f"probes must have shape (P, *x.shape) = (P, {jnp.shape(x)}), got "
+                         f"{jnp.shape(probes)}")
     f = lambda y: field(y, t)
     if probes is None:
         d = math.prod(x.shape[1:])

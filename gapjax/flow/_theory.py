@@ -21,6 +21,12 @@ import numpy as np
 from gapjax._checks import check_positive
 
 
+def _check_mixture(mixture):
+    if not all(hasattr(mixture, a) for a in ("weights", "means", "stds")):
+        raise TypeError(f"mixture must be a gapjax.data.GaussianMixture (weights, means, "
+                        f"stds), got {type(mixture).__name__}")
+
+
 def _check_s(s):
     check_positive("s", s)   # the target std
 
@@ -90,6 +96,7 @@ def gmm_log_prob_t(x, t, mixture):
 
     ``mixture``: :class:`gapjax.data.GaussianMixture`; ``x`` (B, D); ``t`` scalar.
     """
+    _check_mixture(mixture)
     comp, _ = _gmm_components(x, t, mixture)
     return jax.scipy.special.logsumexp(comp, axis=-1)
 
@@ -106,6 +113,7 @@ def gmm_optimal_field(x, t, mixture):
     """Optimal field for a Gaussian-mixture target: ``sum_k w_k(x, t) v*_k(x, t)``
     with ``w_k ∝ pi_k N(x; t mu_k, sigma_{k,t}^2 I)`` and ``v*_k`` the component's
     Gaussian field. ``x`` (B, D), ``t`` scalar -> (B, D)."""
+    _check_mixture(mixture)
     comp, var = _gmm_components(x, t, mixture)
     w = jax.nn.softmax(comp, axis=-1)  # (B, K)
     slope = (t * mixture.stds**2 - (1 - t)) / var  # (K,)

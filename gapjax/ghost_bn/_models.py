@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from gapjax._checks import as_float_array, check_labels, check_same_leading
+from gapjax._checks import as_float_array, check_int, check_labels, check_same_leading
 from gapjax.ghost_bn._gbn import GhostBatchNorm
 
 
@@ -37,6 +37,10 @@ class BNMLP(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = True):
         """(N, D) or (N, ...) inputs (flattened) -> (N, num_classes) logits."""
+        check_int("num_classes", self.num_classes, min=1)
+        if not self.features or any(check_int("features", w, min=1) < 1 for w in self.features):
+            raise ValueError(f"features must be a non-empty sequence of widths >= 1, got "
+                             f"{self.features}")
         x = x.reshape((x.shape[0], -1))
         for w in self.features:
             x = nn.Dense(w)(x)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gapjax._checks import check_int
+from gapjax._checks import check_int, check_positive
 
 COVARIATES = ("isotropic", "diag_uniform", "scaled", "rotated_diag")
 
@@ -137,6 +137,7 @@ def sample_prompts(key: jax.Array, w: jax.Array, sigma: jax.Array, length: int,
     Returns:
       ``xs (N, T, d)``, ``ys (N, T)`` with ``y = w^T x + sigma * eps``.
     """
+    check_positive("sigma", sigma)
     length = _check_pos_int("length", length)
     if w.ndim != 2 or sigma.shape != w.shape[:1]:
         raise ValueError(f"w must be (N, d) and sigma (N,), got {w.shape} and {sigma.shape}")
@@ -181,6 +182,8 @@ def make_batch_fn(batch_size: int, length: int, dim: int,
     Pure and jittable, so a resumed run sees exactly the batches of a straight
     run. With ``loss_mask`` (shape ``(T,)``) the batch carries ``mask (B, T)``.
     """
+    _check_pos_int("batch_size", batch_size), _check_pos_int("length", length)
+    _check_pos_int("dim", dim)
     if loss_mask is not None:
         loss_mask = jnp.asarray(loss_mask, jnp.float32)
         if loss_mask.shape != (length,):

@@ -82,17 +82,26 @@ def accumulate_iou(sums: IoUSums, inter, union, classes) -> IoUSums:
                    sums.fb_inter + jnp.sum(inter, 0), sums.fb_union + jnp.sum(union, 0))
 
 
+def _check_sums(sums):
+    if not isinstance(sums, IoUSums):
+        raise TypeError(f"sums must be IoUSums (from init_iou_sums / accumulate_iou), got "
+                        f"{type(sums).__name__}")
+
+
 def class_iou(sums: IoUSums) -> jax.Array:
     """(num_classes,) IoU per class ``inter / (union + 1e-10)`` (NaN if unseen)."""
+    _check_sums(sums)
     iou = sums.class_inter / (sums.class_union + EPS)
     return jnp.where(sums.class_count > 0, iou, jnp.nan)
 
 
 def mean_iou(sums: IoUSums) -> jax.Array:
     """mIoU: mean of :func:`class_iou` over the classes that had tasks (official)."""
+    _check_sums(sums)
     return jnp.nanmean(class_iou(sums))
 
 
 def fb_iou(sums: IoUSums) -> jax.Array:
     """FB-IoU: mean of background and foreground IoU, each summed over tasks."""
+    _check_sums(sums)
     return jnp.mean(sums.fb_inter / (sums.fb_union + EPS))

@@ -77,6 +77,9 @@ def softmax_error_exact(delta_T, delta_R, s2, T, ks, *, num_t: int = 2048,
     """
     _check_point(delta_T, delta_R, s2)
     check_temps(T)
+    check_int("num_t", num_t, min=2)
+    check_int("num_rho", num_rho, min=1)
+    check_positive("z_max", z_max)
     if np.shape(T) != ():
         raise ValueError(f"T must be a scalar (vmap over temperatures), got {np.shape(T)}")
     kf = check_ks(ks).astype(np.float64)
@@ -278,6 +281,7 @@ def minimize_log_scalar(f, lo, hi, *, iters: int = 60, python_loop: bool = False
     ``python_loop=True`` drives an already-jitted ``f`` from Python (no new
     compilation); the default ``lax.fori_loop`` keeps the search jit-able.
     """
+    check_int("iters", iters, min=1)
     check_positive("lo", lo)
     check_positive("hi", hi)
     if not float(lo) < float(hi):

@@ -86,6 +86,9 @@ def de_error_paper(R, S, w_norm2, d):
     Regime: ``a = d/n -> 0``; misses the variance ``sigma^2 g2/(1-g2)`` and the
     bias inflation, both O(1) when ``a = O(1)``.
     """
+    check_positive("d", d)
+    check_positive("R", R, allow_zero=True)
+    check_positive("S", S)
     check_positive("w_norm2", w_norm2, allow_zero=True)
     return (R / (R + S**2)) ** 2 * S**2 * w_norm2 / d
 
@@ -96,6 +99,9 @@ def de_error_ridge(a, R, S, sigma, w_norm2, d):
     ``g2 = a S^4/(S^2+R)^2``, ``B`` = :func:`de_error_paper`. Regime: any fixed
     ``a`` as ``d, n -> inf`` (proportional), which includes ``a -> 0``.
     """
+    check_positive("a", a)
+    check_positive("d", d)
+    check_positive("sigma", sigma)
     g2 = a * S**4 / (S**2 + R) ** 2
     return (de_error_paper(R, S, w_norm2, d) + sigma**2 * g2) / (1 - g2)
 
