@@ -1,43 +1,31 @@
 """K-fold out-of-sample error data: one vmapped jit vs a Python loop of jitted fits.
 
-    python benchmarks/bench_deup.py --out bench_deup.json
+    python -m benchmarks.bench_deup --out FILE.json [--size full|quick|tiny] [--rounds R]
 
 Both sides compute the same K fold models (same keys and masks) and the same
-rows; compile time is excluded (one warm-up call each), then the median of
-several repeats (``block_until_ready``) is reported with the ratio.
+rows; compile time is excluded (one warm-up call each); the sides alternate
+round by round (``benchmarks._harness.compare``) and each round's paired ratio
+``loop / vmapped`` is recorded with the median and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks import _harness as H
 from gapjax import deup as D
 
-
-def _time(fn, repeats):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+SIZES = {"full": dict(n=512, folds=5, steps=300, rounds=5),
+         "quick": dict(n=512, folds=5, steps=300, rounds=3),
+         "tiny": dict(n=32, folds=2, steps=3, rounds=2)}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench_deup.json")
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
+def run(size: str = "full", **overrides) -> dict:
+    load_before = H.load_1min()
+    a = argparse.Namespace(**{**SIZES[H.check_size(size)], **overrides})
     key = jax.random.key(0)
     x = jax.random.uniform(key, (a.n, 1))
     y = jnp.sin(6 * x[:, 0]) + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), (a.n,))
@@ -61,15 +49,24 @@ def main():
             loss = jnp.where(fold == k, lk, loss)
         return loss
 
-    t_v = _time(vmapped, a.repeats)
-    t_l = _time(loop, a.repeats)
+    r = H.compare({"vmapped": lambda: jax.block_until_ready(vmapped()),
+                   "loop": lambda: jax.block_until_ready(loop())},
+                  rounds=a.rounds, baseline="loop")
     diff = float(jnp.max(jnp.abs(vmapped() - loop())))
-    res = {"n": a.n, "folds": a.folds, "steps": a.steps, "vmapped_s": t_v, "loop_s": t_l,
-           "loop_over_vmapped": t_l / t_v, "max_abs_loss_diff": diff,
-           "devices": str(jax.devices()), "torch": "not compared (no PyTorch side)"}
-    print(json.dumps(res, indent=1))
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=1)
+    res = {"benchmark": "deup", "size": size, "setting": vars(a), **r,
+           "max_abs_loss_diff": diff, "torch": "not compared (no PyTorch side)"}
+    res["environment"] = H.environment(load_before)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--size", default="full", choices=H.SIZES)
+    ap.add_argument("--rounds", type=int)
+    a = ap.parse_args()
+    H.write(run(a.size, **({"rounds": a.rounds} if a.rounds else {})), a.out)
 
 
 if __name__ == "__main__":

@@ -1,77 +1,74 @@
 """Benchmarks of gapjax.flow against an eager PyTorch implementation (same CPU).
 
-    python benchmarks/bench_flow.py --out FILE.json [--repeats 20]
+    python -m benchmarks.bench_flow --out FILE.json [--size full|quick|tiny] [--rounds R]
 
-Measures (warm-up and compile excluded, block_until_ready, median of repeats):
+Measures (warm-up and compile excluded, block_until_ready), the JAX and torch
+sides alternating round by round (``benchmarks._harness.compare``: each round's
+paired ratio and the median, load average before/after):
   * a CFM training step (forward + backward + Adam) of the MLP velocity net;
   * an N-step FT-FM step (Euler through the unrolled solver, forward + backward
     + Adam) for N in {4, 8};
-  each as steps/s for JAX (jit) and eager PyTorch, and their ratio;
   * peak temporary memory of the compiled FT-FM gradient with and without
     per-step ``jax.checkpoint`` as N grows (``compiled.memory_analysis()``).
-torch is imported lazily; without it the torch fields read "not installed".
+torch is imported lazily; without it only the JAX side is timed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import gapjax.flow as F
+from benchmarks import _harness as H
 from gapjax.train import init_train_state, make_train_step
 
-DIM, BATCH, HIDDEN, TIME_DIM = 64, 256, (256, 256, 256), 32
+TIME_DIM = 32
+SIZES = {
+    "full": dict(batch=256, dim=64, hidden=(256, 256, 256), ftfm_steps=(4, 8),
+                 memory_steps=(4, 16, 64), rounds=20),
+    "quick": dict(batch=256, dim=64, hidden=(256, 256, 256), ftfm_steps=(4,),
+                  memory_steps=(4, 16), rounds=5),
+    "tiny": dict(batch=8, dim=4, hidden=(16, 16), ftfm_steps=(2,), memory_steps=(2,),
+                 rounds=2),
+}
 
 
-def _median_time(fn, repeats):
-    fn()
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
-def jax_side(repeats):
-    net = F.VelocityMLP(features=HIDDEN, time_dim=TIME_DIM)
-    x1 = jax.random.normal(jax.random.key(0), (BATCH, DIM))
-    x0 = jax.random.normal(jax.random.key(1), (BATCH, DIM))
+def jax_sides(batch, dim, hidden, ftfm_steps):
+    """name -> closure running one JAX train step to completion."""
+    net = F.VelocityMLP(features=tuple(hidden), time_dim=TIME_DIM)
+    x1 = jax.random.normal(jax.random.key(0), (batch, dim))
+    x0 = jax.random.normal(jax.random.key(1), (batch, dim))
     params = net.init(jax.random.key(2), x1[:2], 0.0)["params"]
     tx = optax.adam(1e-3)
-    out = {}
-    step = make_train_step(F.cfm_loss(net.apply), tx)
     fresh = lambda: jax.tree.map(jnp.copy, params)  # the steps donate their state
-    box = [init_train_state(jax.random.key(3), lambda _: {"params": fresh()}, tx)]
+    sides = {}
 
-    def run_cfm():
-        box[0], m = step(box[0], {"x1": x1})
-        jax.block_until_ready(m["loss"])
+    def stepper(loss, init, batch_):
+        step = make_train_step(loss, tx)
+        box = [init_train_state(jax.random.key(3), init, tx)]
 
-    out["cfm_step_s"] = _median_time(run_cfm, repeats)
-    for n in (4, 8):
-        step = make_train_step(F.ftfm_loss(net.apply, n_steps=n), tx)
-        box = [init_train_state(jax.random.key(3),
-                                lambda _: {"params": F.init_recon_params(fresh())}, tx)]
-
-        def run_ft():
-            box[0], m = step(box[0], {"x0": x0, "x1": x1})
+        def run():
+            box[0], m = step(box[0], batch_)
             jax.block_until_ready(m["loss"])
+        return run
 
-        out[f"ftfm_N{n}_step_s"] = _median_time(run_ft, repeats)
-    # memory of the FT-FM gradient with/without per-step checkpointing
+    sides["cfm"] = stepper(F.cfm_loss(net.apply), lambda _: {"params": fresh()}, {"x1": x1})
+    for n in ftfm_steps:
+        sides[f"ftfm_N{n}"] = stepper(F.ftfm_loss(net.apply, n_steps=n),
+                                      lambda _: {"params": F.init_recon_params(fresh())},
+                                      {"x0": x0, "x1": x1})
+    return sides, (net, params, x0, x1)
+
+
+def memory(net, params, x0, x1, memory_steps):
+    """Temp bytes of the compiled FT-FM gradient, plain vs per-step checkpoint."""
     mem = {}
     p = F.init_recon_params(params)
-    for n in (4, 16, 64):
+    for n in memory_steps:
         row = {}
         for ckpt in (False, True):
             loss = F.ftfm_loss(net.apply, n_steps=n, checkpoint=ckpt)
@@ -79,17 +76,13 @@ def jax_side(repeats):
                                                 jax.random.key(0))[0]))
             ma = g.lower(p).compile().memory_analysis()
             row["checkpoint" if ckpt else "plain"] = int(ma.temp_size_in_bytes) if ma else None
-        mem[n] = row
-    out["ftfm_grad_temp_bytes"] = mem
-    return out
+        mem[str(n)] = row
+    return mem
 
 
-def torch_side(repeats):
-    try:
-        import torch
-    except ImportError:
-        return "not installed"
+def torch_sides(torch, batch, dim, hidden, ftfm_steps):
     torch.manual_seed(0)
+    hidden = tuple(hidden)
 
     class TimeEmb(torch.nn.Module):
         def forward(self, t):
@@ -101,13 +94,14 @@ def torch_side(repeats):
     class VelocityMLP(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            f0 = HIDDEN[0]
+            f0 = hidden[0]
             self.temb = TimeEmb()
             self.e1, self.e2 = torch.nn.Linear(TIME_DIM, f0), torch.nn.Linear(f0, f0)
-            self.inp = torch.nn.Linear(DIM, f0)
-            self.hs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(HIDDEN[:-1], HIDDEN[1:]))
-            self.es = torch.nn.ModuleList(torch.nn.Linear(f0, b) for b in HIDDEN[1:])
-            self.out = torch.nn.Linear(HIDDEN[-1], DIM)
+            self.inp = torch.nn.Linear(dim, f0)
+            self.hs = torch.nn.ModuleList(torch.nn.Linear(a, b)
+                                          for a, b in zip(hidden[:-1], hidden[1:]))
+            self.es = torch.nn.ModuleList(torch.nn.Linear(f0, b) for b in hidden[1:])
+            self.out = torch.nn.Linear(hidden[-1], dim)
 
         def forward(self, x, t):
             if t.dim() == 0:
@@ -120,22 +114,22 @@ def torch_side(repeats):
 
     net = VelocityMLP()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x1 = torch.randn(BATCH, DIM)
-    x0 = torch.randn(BATCH, DIM)
-    out = {"version": torch.__version__, "threads": torch.get_num_threads()}
+    x1 = torch.randn(batch, dim)
+    x0 = torch.randn(batch, dim)
+    sides = {}
 
     def cfm():
         z = torch.randn_like(x1)
-        t = torch.rand(BATCH)
+        t = torch.rand(batch)
         xt = (1 - t[:, None]) * z + t[:, None] * x1
         loss = ((net(xt, t) - (x1 - z)) ** 2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    out["cfm_step_s"] = _median_time(cfm, repeats)
-    for n in (4, 8):
-        def ft():
+    sides["cfm"] = cfm
+    for n in ftfm_steps:
+        def ft(n=n):
             x = x0
             dt = 1.0 / n
             for i in range(n):
@@ -145,27 +139,39 @@ def torch_side(repeats):
             loss.backward()
             opt.step()
 
-        out[f"ftfm_N{n}_step_s"] = _median_time(ft, repeats)
-    return out
+        sides[f"ftfm_N{n}"] = ft
+    return sides
+
+
+def run(size: str = "full", **overrides) -> dict:
+    """All measurements at one size (``SIZES``; keyword overrides win)."""
+    load_before = H.load_1min()
+    cfg = {**SIZES[H.check_size(size)], **overrides}
+    geom = {k: cfg[k] for k in ("batch", "dim", "hidden", "ftfm_steps")}
+    jx, (net, params, x0, x1) = jax_sides(**geom)
+    torch = H.torch_or_none()
+    tt = torch_sides(torch, **geom) if torch is not None else {}
+    steps = {}
+    for name, fn in jx.items():
+        sides = {"jax": fn, **({"torch": tt[name]} if name in tt else {})}
+        r = H.compare(sides, rounds=cfg["rounds"], baseline="torch" if tt else None)
+        r["steps_per_s"] = {k: 1.0 / v for k, v in r["median_s"].items()}
+        steps[name] = r
+    res = {"benchmark": "flow", "size": size, "setting": cfg, "steps": steps,
+           "ftfm_grad_temp_bytes": memory(net, params, x0, x1, cfg["memory_steps"])}
+    res["environment"] = H.environment(load_before)
+    return res
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--repeats", type=int, default=20)
-    args = ap.parse_args()
-    res = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
-           "devices": str(jax.devices()), "batch": BATCH, "dim": DIM, "hidden": HIDDEN,
-           "jax_side": jax_side(args.repeats), "torch_side": torch_side(args.repeats)}
-    if isinstance(res["torch_side"], dict):
-        res["speedup_jax_over_torch"] = {
-            k: res["torch_side"][k] / res["jax_side"][k]
-            for k in ("cfm_step_s", "ftfm_N4_step_s", "ftfm_N8_step_s")}
-    else:
-        res["torch"] = "not installed"
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--size", default="full", choices=H.SIZES)
+    ap.add_argument("--rounds", type=int)
+    a = ap.parse_args()
+    over = {"rounds": a.rounds} if a.rounds else {}
+    H.write(run(a.size, **over), a.out)
 
 
 if __name__ == "__main__":

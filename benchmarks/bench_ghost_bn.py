@@ -2,28 +2,27 @@
 PyTorch way (a Python loop over chunks with ordinary BatchNorm1d and gradient
 accumulation).
 
-    python benchmarks/bench_ghost_bn.py --out bench_ghost_bn.json [--quick]
+    python -m benchmarks.bench_ghost_bn --out FILE.json [--size full|quick|tiny] [--rounds R]
 
 All sides train the same "F1" MLP (Linear+BN+ReLU blocks -> Linear) with the
 same optimizer (clip 5, weight decay 1e-4, SGD momentum 0.9) on the same batch,
 measured in one process: warm-up (jit compile excluded), block_until_ready,
-several repeats, median. torch is imported lazily; without it the JSON says
-``"torch": "not installed"``.
+every variant once per round in alternating order (``benchmarks._harness.compare``),
+per-round paired ratios and medians, load average. torch is imported lazily;
+without it the JSON says ``"torch": "not installed"``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from benchmarks import _harness as H
 from gapjax.ghost_bn import BNMLP, Regime, cross_entropy, make_optimizer
 from gapjax.train import init_train_state, make_train_step
 
@@ -32,7 +31,11 @@ CASES = {
     "digits_448_g32": dict(in_dim=64, batch=448, ghost=32, features=(512,) * 5),
     # paper's MNIST F1: 784 inputs, B_L = 4096, ghost 128 (G = 32)
     "mnist_f1_4096_g128": dict(in_dim=784, batch=4096, ghost=128, features=(512,) * 5),
+    "tiny": dict(in_dim=8, batch=16, ghost=4, features=(16, 16)),      # CI smoke size
 }
+SIZES = {"full": dict(cases=("digits_448_g32", "mnist_f1_4096_g128"), rounds=7),
+         "quick": dict(cases=("digits_448_g32",), rounds=5),
+         "tiny": dict(cases=("tiny",), rounds=2)}
 
 
 class FlaxBNMLP(nn.Module):
@@ -48,22 +51,6 @@ class FlaxBNMLP(nn.Module):
             x = nn.BatchNorm(momentum=0.9, use_running_average=not train)(x)
             x = nn.relu(x)
         return nn.Dense(self.num_classes)(x)
-
-
-def _time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median wall time of each ``fn`` with the repeats interleaved round-robin,
-    so load changes on a shared machine hit every variant alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v),
-                "repeats": repeats} for k, v in ts.items()}
 
 
 def jax_step(model, x, y):
@@ -120,7 +107,7 @@ def torch_steps(case, x, y):
     return info, {"torch_gbn_chunk_loop": lambda: step(g), "torch_plain_bn": lambda: step(1)}
 
 
-def run_case(name, case, repeats):
+def run_case(name, case, rounds):
     kx, ky = jax.random.split(jax.random.key(1))
     x = jax.random.normal(kx, (case["batch"], case["in_dim"]), jnp.float32)
     y = jax.random.randint(ky, (case["batch"],), 0, 10)
@@ -133,36 +120,39 @@ def run_case(name, case, repeats):
     torch_side = torch_steps(case, x, y)
     if torch_side is not None:
         fns.update(torch_side[1])
-    times = _time_interleaved(fns, repeats)
-    out.update(times)
-    out["ratio_gbn_over_flax_bn"] = times["gbn"]["median_ms"] / times["flax_batchnorm"]["median_ms"]
+    r = H.compare(fns, rounds=rounds, warmup=2, baseline="flax_batchnorm")
+    out.update(r)
+    paired = lambda a, b: [row[a] / row[b] for row in r["rounds"]]
+    gbn_over_bn = paired("gbn", "flax_batchnorm")
+    out["ratio_gbn_over_flax_bn"] = {"rounds": gbn_over_bn,
+                                     "median": statistics.median(gbn_over_bn)}
     if torch_side is None:
         out["torch"] = "not installed"
     else:
         out["torch"] = torch_side[0]
-        out["ratio_torch_chunk_loop_over_gbn"] = (
-            times["torch_gbn_chunk_loop"]["median_ms"] / times["gbn"]["median_ms"])
+        tr = paired("torch_gbn_chunk_loop", "gbn")
+        out["ratio_torch_chunk_loop_over_gbn"] = {"rounds": tr, "median": statistics.median(tr)}
     return out
 
 
+def run(size: str = "full", *, cases=None, rounds=None) -> dict:
+    load_before = H.load_1min()
+    cfg = SIZES[H.check_size(size)]
+    names = cases or cfg["cases"]
+    res = {"benchmark": "ghost_bn", "size": size,
+           "cases": [run_case(n, CASES[n], rounds or cfg["rounds"]) for n in names]}
+    res["environment"] = H.environment(load_before)
+    return res
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="bench_ghost_bn.json")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="only the digits-sized case")
-    args = ap.parse_args()
-    names = ["digits_448_g32"] if args.quick else list(CASES)
-    res = {"jax": jax.__version__, "backend": jax.default_backend(),
-           "device": str(jax.devices()[0]), "platform": platform.platform(),
-           "cases": [run_case(n, CASES[n], args.repeats) for n in names]}
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    for c in res["cases"]:
-        t = c["torch"] if isinstance(c["torch"], str) else \
-            f"{c['torch_gbn_chunk_loop']['median_ms']:.2f} ms"
-        print(f"{c['case']}: flax BN {c['flax_batchnorm']['median_ms']:.2f} ms | "
-              f"GBN {c['gbn']['median_ms']:.2f} ms (x{c['ratio_gbn_over_flax_bn']:.2f}) | "
-              f"GBN(G=1) {c['gbn_whole_batch']['median_ms']:.2f} ms | torch chunk loop {t}")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--size", default="full", choices=H.SIZES)
+    ap.add_argument("--rounds", type=int)
+    a = ap.parse_args()
+    H.write(run(a.size, rounds=a.rounds), a.out)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,46 @@
 """Training steps/s of the ICL decoder: jitted JAX vs eager PyTorch, same CPU.
 
-    python benchmarks/bench_icl.py --out bench_icl.json [--preset small] [--repeats 5]
+    python -m benchmarks.bench_icl --out FILE.json [--size full|quick|tiny] [--rounds R]
 
 Same model (GPT-2 pre-LN decoder, interleaved tokens, learned positions, mean
-and softplus-sigma read-out), same batch shape, same Gaussian NLL and Adam.
-The PyTorch side is an eager module written like Hugging Face GPT-2's eager
-attention path used by the official code (Garg et al.'s fork); it is imported
-lazily and recorded as ``"torch": "not installed"`` when missing. Also reports
-tokens/s of the JAX step at the official 12x8x256 preset (d = 8, T = 101).
+and softplus-sigma read-out), same batch, same Gaussian NLL and Adam, at the
+small preset (6x4x128, d = 8, T = 41, batch 64) and the official 12x8x256
+preset (T = 101). The PyTorch side is an eager module written like Hugging
+Face GPT-2's eager attention path used by the official code (Garg et al.'s
+fork); it is imported lazily and skipped when missing. The two sides alternate
+round by round (``benchmarks._harness.compare``); each round times ``steps``
+consecutive steps per side. The JSON records the paired ratios, steps/s and
+tokens/s of both sides, the load average, and whether the process runs with
+``gapjax._runtime.keep_host_memory`` (``benchmarks.run_all`` also runs this
+benchmark once with glibc's default allocator).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import _harness as H
 from gapjax import icl
 from gapjax.train import init_train_state, make_train_step
 
+SIZES = {
+    "full": dict(cases=[dict(preset="small", dim=8, length=41, batch=64, steps=10, rounds=10),
+                        dict(preset="official", dim=8, length=101, batch=64, steps=3,
+                             rounds=5)]),
+    "quick": dict(cases=[dict(preset="small", dim=8, length=41, batch=64, steps=3, rounds=3),
+                         dict(preset="official", dim=8, length=101, batch=64, steps=1,
+                              rounds=3)]),
+    "tiny": dict(cases=[dict(preset="tiny", dim=2, length=5, batch=4, steps=1, rounds=2)]),
+}
 
-def _median_rate(fn, steps, repeats):
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(steps)
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates), rates
 
-
-def bench_jax(preset, dim, length, batch, steps, repeats):
+def jax_side(preset, dim, length, batch, steps):
+    """Closure running ``steps`` jitted train steps, and the batch it trains on."""
     model = icl.make_model(preset, dim, length)
     tx = optax.adam(1e-4)
     b = icl.make_batch_fn(batch, length, dim)(jax.random.key(0), 0)
@@ -45,30 +48,22 @@ def bench_jax(preset, dim, length, batch, steps, repeats):
     state = init_train_state(jax.random.key(1),
                              lambda k: model.init(k, b["xs"], b["ys"]), tx)
     step = make_train_step(icl.make_loss_fn(model), tx)
-    state, m = step(state, b)          # compile
-    jax.block_until_ready(m)
     holder = [state]
 
-    def run(n):
+    def run():
         s = holder[0]
-        for _ in range(n):
+        for _ in range(steps):
             s, m = step(s, b)
         jax.block_until_ready(m)
         holder[0] = s
 
-    run(2)                              # warm-up
-    rate, rates = _median_rate(run, steps, repeats)
     nparams = sum(x.size for x in jax.tree.leaves(state.params))
-    return {"steps_per_s": rate, "all": rates, "params": int(nparams),
-            "tokens_per_s": rate * batch * 2 * length}, (b["xs"], b["ys"])
+    return run, int(nparams), (b["xs"], b["ys"])
 
 
-def bench_torch(preset, dim, length, batch, steps, repeats, data):
-    try:
-        import torch
-        from torch import nn
-    except ImportError:
-        return "not installed"
+def torch_side(torch, preset, dim, length, steps, data):
+    """Closure running ``steps`` eager torch train steps (same model, data, loss)."""
+    from torch import nn
     n_layer, n_head, n_embd = icl.PRESETS[preset]
 
     class Block(nn.Module):
@@ -128,44 +123,56 @@ def bench_torch(preset, dim, length, batch, steps, repeats, data):
         opt.step()
         return loss
 
-    def run(n):
-        for _ in range(n):
+    def run():
+        for _ in range(steps):
             step()
 
-    run(2)
-    rate, rates = _median_rate(run, steps, repeats)
-    return {"steps_per_s": rate, "all": rates, "version": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "params": int(sum(p.numel() for p in model.parameters()))}
+    return run, int(sum(p.numel() for p in model.parameters()))
+
+
+def run(size: str = "full", *, cases=None, rounds=None) -> dict:
+    """Both presets at one size (``SIZES``); ``cases``/``rounds`` override."""
+    from gapjax._runtime import host_memory_kept
+    load_before = H.load_1min()
+    cases = cases or SIZES[H.check_size(size)]["cases"]
+    torch = H.torch_or_none()
+    out = []
+    for c in cases:
+        c = dict(c, **({"rounds": rounds} if rounds else {}))
+        geom = {k: c[k] for k in ("preset", "dim", "length", "batch", "steps")}
+        jrun, jparams, data = jax_side(**geom)
+        sides = {"jax": jrun}
+        row = {"setting": c, "tokens_per_step": c["batch"] * 2 * c["length"],
+               "params": {"jax": jparams}}
+        if torch is not None:
+            trun, tparams = torch_side(torch, c["preset"], c["dim"], c["length"],
+                                       c["steps"], data)
+            sides["torch"] = trun
+            row["params"]["torch"] = tparams
+        r = H.compare(sides, rounds=c["rounds"], baseline="torch" if torch else None)
+        r["steps_per_s"] = {k: c["steps"] / v for k, v in r["median_s"].items()}
+        r["tokens_per_s"] = {k: v * row["tokens_per_step"] for k, v in r["steps_per_s"].items()}
+        row.update(r)
+        out.append(row)
+    res = {"benchmark": "icl", "size": size, "cases": out,
+           "keep_host_memory": host_memory_kept()}
+    res["environment"] = H.environment(load_before)
+    return res
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--dim", type=int, default=8)
-    ap.add_argument("--length", type=int, default=41)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--official-steps", type=int, default=3)
-    ap.add_argument("--skip-official", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--size", default="full", choices=H.SIZES)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--keep-host-memory", type=int, default=1, choices=(0, 1),
+                    help="1: gapjax._runtime.keep_host_memory() first (as the runner)")
     a = ap.parse_args()
-    res = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
-           "jax": jax.__version__,
-           "setting": {"preset": a.preset, "dim": a.dim, "length": a.length,
-                       "batch": a.batch, "tokens_per_step": a.batch * 2 * a.length}}
-    res["jax_step"], data = bench_jax(a.preset, a.dim, a.length, a.batch, a.steps, a.repeats)
-    res["torch"] = bench_torch(a.preset, a.dim, a.length, a.batch, a.steps, a.repeats, data)
-    if isinstance(res["torch"], dict):
-        res["jax_over_torch_steps_per_s"] = (res["jax_step"]["steps_per_s"]
-                                             / res["torch"]["steps_per_s"])
-    if not a.skip_official:
-        off, _ = bench_jax("official", 8, 101, 64, a.official_steps, 3)
-        res["official_12x8x256_d8_T101_b64"] = off
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
+    if a.keep_host_memory:
+        from gapjax._runtime import keep_host_memory
+        keep_host_memory()
+    H.write(run(a.size, rounds=a.rounds), a.out)
 
 
 if __name__ == "__main__":

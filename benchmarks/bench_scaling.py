@@ -16,15 +16,16 @@ Both sides run in one process on the same machine; throughput is measured on a
 subset of test points (warm-up/compile excluded, median of repeats) and
 extrapolated to 10^6 points; ``--full`` also times gapjax on all 10^6 points.
 
-Run: ``python benchmarks/bench_scaling.py --out bench_scaling.json``.
+The three timed units alternate round by round (``benchmarks._harness.compare``);
+per-round paired speed-ups per test point and the load average are recorded.
+
+Run: ``python -m benchmarks.bench_scaling --out FILE.json [--size full|quick|tiny]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import statistics
 import time
 
 import jax
@@ -33,11 +34,15 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import gapjax.scaling as gs  # noqa: E402
+from benchmarks import _harness as H  # noqa: E402
 
 D, N, SIGMA, GAMMA, S = 10, 10_000, 1e-4, 1e-3, 1.0
 T = 10 * 2 * SIGMA**2
 KMAX, TRIALS, CS = 99, 100, (5.0, 10.0, 15.0)
 OFFICIAL_POINTS = 1_000_000
+SIZES = {"full": dict(numpy_points=2000, jax_points=8192, rounds=3, kmax=KMAX),
+         "quick": dict(numpy_points=500, jax_points=2048, rounds=3, kmax=KMAX),
+         "tiny": dict(numpy_points=20, jax_points=64, rounds=2, kmax=5)}
 
 
 def numpy_loop(mean, std, mR, mT, temp, kmax, num_trials, rng, batch=1000):
@@ -61,30 +66,16 @@ def numpy_loop(mean, std, mR, mT, temp, kmax, num_trials, rng, batch=1000):
     return out / mean.shape[0]
 
 
-def _median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench_scaling.json")
-    ap.add_argument("--numpy-points", type=int, default=2000)
-    ap.add_argument("--jax-points", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--full", action="store_true", help="also time gapjax on 10^6 points")
-    args = ap.parse_args()
-
+def run(size: str = "full", *, full_points: bool = False, **overrides) -> dict:
+    load_before = H.load_1min()
+    args = argparse.Namespace(**{**SIZES[H.check_size(size)], **overrides})
+    kmax = args.kmax
     key = jax.random.key(0)
     w = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (D,))) * 2.0
     X, y = gs.sample_training_data(jax.random.fold_in(key, 2), jax.numpy.asarray(w), N, S,
                                    SIGMA)
     post = gs.fit_posterior(X, y, SIGMA, GAMMA)
-    ks = np.arange(1, KMAX + 1)
+    ks = np.arange(1, kmax + 1)
 
     # --- NumPy official-style loop (one c) on a subset of test points.
     rng = np.random.default_rng(0)
@@ -93,7 +84,7 @@ def main():
     std = np.sqrt(SIGMA**2 + np.sum((xt @ np.asarray(post.cov)) * xt, axis=1))
     mT = xt @ w
     mR = mT - CS[-1] * (mean - mT)
-    numpy_loop(mean[:100], std[:100], mR[:100], mT[:100], T, KMAX, TRIALS, rng)  # warm-up
+    numpy_loop(mean[:100], std[:100], mR[:100], mT[:100], T, kmax, TRIALS, rng)  # warm-up
 
     # --- gapjax: one c, and three c at once (common random numbers).
     def run_jax(cs, points):
@@ -103,18 +94,17 @@ def main():
         jax.block_until_ready(m)
         return m
 
-    run_jax(CS[-1], args.jax_points)                       # compile + warm-up
-    run_jax(CS, args.jax_points)
-    # Interleave the sides so a shared machine's load drifts affect both alike.
-    t_np, t_one, t_three = [], [], []
-    for _ in range(args.repeats):
-        t_np.append(_median_time(lambda: numpy_loop(mean, std, mR, mT, T, KMAX, TRIALS,
-                                                    rng), 1))
-        t_one.append(_median_time(lambda: run_jax(CS[-1], args.jax_points), 1))
-        t_three.append(_median_time(lambda: run_jax(CS, args.jax_points), 1))
-    np_per_point = float(np.median(t_np)) / args.numpy_points
-    results = {"one_c": float(np.median(t_one)) / args.jax_points,
-               "three_c": float(np.median(t_three)) / args.jax_points}
+    r = H.compare({"numpy_loop": lambda: numpy_loop(mean, std, mR, mT, T, kmax, TRIALS, rng),
+                   "gapjax_one_c": lambda: run_jax(CS[-1], args.jax_points),
+                   "gapjax_three_c": lambda: run_jax(CS, args.jax_points)},
+                  rounds=args.rounds)
+    per_point = lambda row, k: row[k] / (args.numpy_points if k == "numpy_loop"
+                                         else args.jax_points)
+    paired = [per_point(row, "numpy_loop") / per_point(row, "gapjax_one_c")
+              for row in r["rounds"]]
+    np_per_point = r["median_s"]["numpy_loop"] / args.numpy_points
+    results = {"one_c": r["median_s"]["gapjax_one_c"] / args.jax_points,
+               "three_c": r["median_s"]["gapjax_three_c"] / args.jax_points}
     # DE curves by quadrature (the official code runs a second Monte Carlo for them).
     R = float(gs.renormalized_ridge(D / N, S, SIGMA, GAMMA))
 
@@ -125,10 +115,13 @@ def main():
             jax.block_until_ready(gs.softmax_error_averaged(nodes, [T], ks, num_t=512,
                                                             num_rho=48))
     de_curves()
-    t_de = _median_time(de_curves, args.repeats)
+    t_de = H.compare({"de": de_curves}, rounds=args.rounds, warmup=0)["median_s"]["de"]
     out = {
-        "setting": dict(d=D, n=N, sigma=SIGMA, gamma=GAMMA, T=T, kmax=KMAX, trials=TRIALS,
+        "benchmark": "scaling", "size": size,
+        "setting": dict(d=D, n=N, sigma=SIGMA, gamma=GAMMA, T=T, kmax=kmax, trials=TRIALS,
                         dtype="float64"),
+        "timing": r, "speedup_one_c_per_point": {"rounds": paired,
+                                                 "median": statistics.median(paired)},
         "numpy_loop_seconds_per_point_one_c": np_per_point,
         "gapjax_seconds_per_point_one_c": results["one_c"],
         "gapjax_seconds_per_point_three_c": results["three_c"],
@@ -145,19 +138,27 @@ def main():
         / (results["three_c"] * OFFICIAL_POINTS + t_de),
         "de_quadrature_seconds_three_c": t_de,
         "numpy_points": args.numpy_points, "jax_points": args.jax_points,
-        "repeats": args.repeats,
-        "machine": dict(platform=platform.platform(), cpus=os.cpu_count(),
-                        loadavg=os.getloadavg(), jax=jax.__version__,
-                        device=str(jax.devices()[0])),
+        "rounds": args.rounds,
         "torch": "not needed (NumPy port of the official loop)",
     }
-    if args.full:
+    if full_points:
         t0 = time.perf_counter()
         run_jax(CS, OFFICIAL_POINTS)
         out["gapjax_full_official_seconds_three_c"] = time.perf_counter() - t0
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    print(json.dumps(out, indent=1))
+    out["environment"] = H.environment(load_before)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--size", default="full", choices=H.SIZES)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--full", action="store_true", help="also time gapjax on 10^6 points")
+    a = ap.parse_args()
+    H.write(run(a.size, full_points=a.full, **({"rounds": a.rounds} if a.rounds else {})),
+            a.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ import sys
 # glibc <malloc.h> parameter numbers.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 OPT_OUT_ENV = "GAPJAX_KEEP_HOST_MEMORY"
+_state = {"applied": False}
+
+
+def host_memory_kept() -> bool:
+    """Whether :func:`keep_host_memory` has been applied in this process."""
+    return _state["applied"]
 
 
 def keep_host_memory(*, cpu_only: bool = True) -> bool:
@@ -57,4 +63,5 @@ def keep_host_memory(*, cpu_only: bool = True) -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     ok = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0),
           mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)]
-    return all(r == 1 for r in ok)          # mallopt returns 1 on success
+    _state["applied"] = all(r == 1 for r in ok)   # mallopt returns 1 on success
+    return _state["applied"]

@@ -8,8 +8,10 @@ import pytest
 _PROBE = """
 import resource, sys
 import numpy as np
-from gapjax._runtime import keep_host_memory
+from gapjax._runtime import host_memory_kept, keep_host_memory
+assert not host_memory_kept()
 applied = keep_host_memory(cpu_only=False)
+assert host_memory_kept() == applied
 
 def rss():
     with open("/proc/self/statm") as f:
