@@ -22,7 +22,7 @@ def gaussian_nll(mu, var, y, var_floor: float = VAR_FLOOR):
     ``mu``, ``var``, ``y`` of one shape.
     """
     check_same_shape(mu=mu, var=var, y=y)
-    check_positive("var_floor", var_floor)
+    check_positive("var_floor", var_floor, allow_zero=True)
     v = jnp.maximum(var, var_floor)
     return _HALF_LOG_2PI + 0.5 * jnp.log(v) + 0.5 * jnp.square(y - mu) / v
 
