@@ -28,13 +28,19 @@ import threading
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: "try again later" (requeue)
 
 
-def _exit_preempted(message: str):
+def _exit_preempted(message: str, summary=None):
     """SIGTERM handler for everything outside the training loop (which defers
     SIGTERM to the end of its step and checkpoints): there is nothing new to
-    save, so exit at once. ``os._exit`` because an exception raised in a signal
-    handler can be swallowed (e.g. when it lands in a garbage-collector callback).
+    save, so exit at once, removing ``summary`` (an unfinished run has none).
+    ``os._exit`` because an exception raised in a signal handler can be
+    swallowed (e.g. when it lands in a garbage-collector callback).
     """
     def handle(signum, frame):
+        if summary is not None:
+            try:
+                os.unlink(summary)
+            except OSError:
+                pass
         os.write(2, (message + "\n").encode())
         os._exit(EXIT_PREEMPTED)
 
@@ -96,11 +102,12 @@ def main(argv=None) -> int:
             "this experiment keeps no checkpoints: run the same command again")
     on_main = threading.current_thread() is threading.main_thread()
     old = (signal.signal(signal.SIGTERM, _exit_preempted(
-        f"preempted (SIGTERM) outside training, {hint}")) if on_main else None)
+        f"preempted (SIGTERM) outside training, {hint}", workdir / "summary.json"))
+        if on_main else None)
     try:
         return _run(args.experiment, config, workdir, hint)
     finally:
-        if on_main:
+        if on_main and old is not None:
             signal.signal(signal.SIGTERM, old)
 
 
