@@ -3,7 +3,8 @@
     python -m benchmarks.bench_parallel --out FILE.json [--size full|quick|tiny]
 
 Both meshes are measured side by side in one process (8 host devices faked with
-XLA_FLAGS), alternating round by round (``benchmarks._harness.compare``). On a CPU the 8 "devices" share the same cores, so the ratio shows
+XLA_FLAGS), alternating round by round (``benchmarks._harness.compare``). On a
+CPU the 8 "devices" share the same cores, so the ratio shows
 the partitioning overhead, not a speed-up; on 8 real accelerators the same code
 is the data-parallel run.
 """
