@@ -13,7 +13,6 @@ error bar; ``k = 1`` must equal ``Delta_T^2 + s^2`` exactly.
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gapjax import scaling
