@@ -7,9 +7,11 @@ and softplus-sigma read-out), same batch, same Gaussian NLL and Adam, at the
 small preset (6x4x128, d = 8, T = 41, batch 64) and the official 12x8x256
 preset (T = 101). The PyTorch side is an eager module written like Hugging
 Face GPT-2's eager attention path used by the official code (Garg et al.'s
-fork); it is imported lazily and skipped when missing. The two sides alternate
-round by round (``benchmarks._harness.compare``); each round times ``steps``
-consecutive steps per side. The JSON records the paired ratios, steps/s and
+fork); it is imported lazily and skipped when missing. JAX runs twice: one
+jitted call per step (``jax``) and all of a round's steps in one scanned call
+without the global norms (``jax_scan``). The sides alternate round by round
+(``benchmarks._harness.compare``); each round times ``steps`` consecutive
+steps per side. The JSON records the paired ratios, steps/s and
 tokens/s of both sides, the load average, and whether the process runs with
 ``gapjax._runtime.keep_host_memory`` (``benchmarks.run_all`` also runs this
 benchmark once with glibc's default allocator).
@@ -26,7 +28,7 @@ import optax
 
 from benchmarks import _harness as H
 from gapjax import icl
-from gapjax.train import init_train_state, make_train_step
+from gapjax.train import init_train_state, make_train_step, scan_train_steps
 
 SIZES = {
     "full": dict(cases=[dict(preset="small", dim=8, length=41, batch=64, steps=10, rounds=10),
@@ -40,25 +42,36 @@ SIZES = {
 
 
 def jax_side(preset, dim, length, batch, steps):
-    """Closure running ``steps`` jitted train steps, and the batch it trains on."""
+    """Closures running ``steps`` train steps: one jitted call per step
+    (``jax``), and all ``steps`` in one ``scan_train_steps`` call without the
+    global norms (``jax_scan``: the dispatch granularity a loop gets by
+    scanning the steps between two logging points); and the batch."""
     model = icl.make_model(preset, dim, length)
     tx = optax.adam(1e-4)
+    loss_fn = icl.make_loss_fn(model)
     b = icl.make_batch_fn(batch, length, dim)(jax.random.key(0), 0)
     b = {"xs": b["xs"], "ys": b["ys"]}
-    state = init_train_state(jax.random.key(1),
-                             lambda k: model.init(k, b["xs"], b["ys"]), tx)
-    step = make_train_step(icl.make_loss_fn(model), tx)
-    holder = [state]
+    init = lambda: init_train_state(jax.random.key(1),
+                                    lambda k: model.init(k, b["xs"], b["ys"]), tx)
+    step = make_train_step(loss_fn, tx)
+    scanned = jax.jit(lambda s: scan_train_steps(loss_fn, tx, s, lambda t: b, steps,
+                                                 norms=False), donate_argnums=0)
+    holders = {"jax": [init()], "jax_scan": [init()]}
 
     def run():
-        s = holder[0]
+        s = holders["jax"][0]
         for _ in range(steps):
             s, m = step(s, b)
         jax.block_until_ready(m)
-        holder[0] = s
+        holders["jax"][0] = s
 
-    nparams = sum(x.size for x in jax.tree.leaves(state.params))
-    return run, int(nparams), (b["xs"], b["ys"])
+    def run_scan():
+        s, m = scanned(holders["jax_scan"][0])
+        jax.block_until_ready(m)
+        holders["jax_scan"][0] = s
+
+    nparams = sum(x.size for x in jax.tree.leaves(holders["jax"][0].params))
+    return {"jax": run, "jax_scan": run_scan}, int(nparams), (b["xs"], b["ys"])
 
 
 def torch_side(torch, preset, dim, length, steps, data):
@@ -140,8 +153,7 @@ def run(size: str = "full", *, cases=None, rounds=None) -> dict:
     for c in cases:
         c = dict(c, **({"rounds": rounds} if rounds else {}))
         geom = {k: c[k] for k in ("preset", "dim", "length", "batch", "steps")}
-        jrun, jparams, data = jax_side(**geom)
-        sides = {"jax": jrun}
+        sides, jparams, data = jax_side(**geom)
         row = {"setting": c, "tokens_per_step": c["batch"] * 2 * c["length"],
                "params": {"jax": jparams}}
         if torch is not None:
