@@ -579,12 +579,176 @@ def test_expert_policy_solves_two_goal_task(getkey):
     assert float(jnp.mean(ok_mean)) == 0.0
 
 
-def test_flow_experiment_refuses_unknown_alt_method_before_training(tmp_path):
-    # a typo in the second sampler must fail at once, not after minutes of training
+def test_flow_experiment_refuses_perturbation_outside_window_before_training(tmp_path):
+    # claim 2 perturbs inside the contraction window; a setting that puts t_p
+    # before t_c must fail at once, not after minutes of training
     from gapjax.configs.flow import get_config
     from gapjax.experiments import flow as flow_exp
 
     cfg = get_config("quick")
-    cfg.toy.alt_method = "rk5"
-    with pytest.raises(ValueError, match="toy.alt_method must be one of"):
+    cfg.toy.perturb_at = 1
+    with pytest.raises(ValueError, match="perturb_at.*window"):
         flow_exp._execute(cfg, tmp_path)
+
+
+# ------------------------------------------- late-window ResFT-FM (issue 12)
+
+def _gauss_pre(mu, s):
+    """A linen-style ``apply`` of the exact Gaussian field (sym J = a(t) I)."""
+    return lambda variables, x, t, c=None: F.gaussian_optimal_field(x, t, mu, s)
+
+
+def _late(getkey, *, beta=0.0, rate=0.3, t_c=0.5, dim=2, dtype=jnp.float64):
+    res = F.LateContractingResidual(rate=rate, t_c=t_c, beta=beta, features=(16, 16),
+                                    time_dim=8, scale=2.0, free_init=1.0)
+    x = jnp.zeros((2, dim), dtype)
+    params = res.init(getkey(), x, 0.6, v_pre=x, lambda_pre=jnp.zeros(3, dtype))["params"]
+    # a generic network, away from the identity initialisation
+    params = jax.tree.map(lambda p: (p + 0.5 * jax.random.normal(
+        jax.random.key(p.size), p.shape)).astype(dtype), params)
+    return res, params
+
+
+def _exact_table(s, t_c, k=33):
+    ts = jnp.linspace(t_c, 1.0, k)
+    return ts, jnp.asarray([F.gaussian_field_slope(float(t), s) for t in ts])
+
+
+def test_late_residual_certificate_holds_after_training_and_fails_below_lambda_pre(x64, getkey):
+    # v_pre = exact field of N(mu, s^2): sym J = a(t) I everywhere, so
+    # estimate_lambda_pre recovers a(t_k) and, a(t) having a single minimum,
+    # the envelope max(a(t_j), a(t_j+1)) bounds a(t) on every grid interval: the
+    # combined field must satisfy sym J <= -rate exactly (float64 round-off 1e-8).
+    mu, s, rate, t_c = 1.0, 0.3, 0.3, 0.5
+    pre_apply = _gauss_pre(mu, s)
+    ts, exact = _exact_table(s, t_c)
+    xs = jax.random.normal(getkey(), (ts.shape[0], 32, 2), jnp.float64)
+    lam = F.estimate_lambda_pre(F.make_field(pre_apply, {}), xs, ts)
+    np.testing.assert_allclose(lam, exact, atol=1e-10)
+    res, p0 = _late(getkey, rate=rate, t_c=t_c)
+    loss_fn = F.late_resft_loss(pre_apply, {}, res.apply, n_steps=4, lambda_pre=lam)
+    tx = optax.adam(3e-2)
+    state = init_train_state(getkey(), lambda k: {"params": F.init_recon_params(p0)}, tx)
+    step = make_train_step(loss_fn, tx, donate=False)
+    z = jax.random.normal(getkey(), (64, 2), jnp.float64)
+    batch = {"x0": z, "x1": jnp.tanh(2 * z) * 1.5}
+    losses = []
+    for _ in range(30):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0] - 0.1  # it trained
+    params = state.params["field"]
+    field = F.late_residual_field(pre_apply, {}, res.apply, params, None, lam)
+    _, path = F.odeint(field, z, 4, return_path=True)
+    for k, t in ((2, 0.5), (3, 0.75)):  # the sampler's states inside the window
+        far = 3 * jax.random.normal(getkey(), (64, 2), jnp.float64)
+        x = jnp.concatenate([path[k - 1], far], 0)
+        t_rand = jax.random.uniform(getkey(), (128,), jnp.float64, t_c, 1.0)
+        assert float(F.certify_contraction(field, x, t)) <= -rate + 1e-8
+        assert float(F.certify_contraction(field, x, t_rand)) <= -rate + 1e-8
+    # the same residual with a gain below lambda_pre: lowering the table by
+    # delta = rate + a + Lip(g) + 0.2 at t = 0.75 gives kappa = env - Lip(g) - 0.2,
+    # so lambda_max(sym J) >= a(t) - kappa - Lip(g) = a(t) - env + 0.2 > -rate
+    x = jnp.concatenate([path[1], path[2]], 0)
+    g = res.apply({"params": params}, x, 0.75, v_pre=x, lambda_pre=lam, return_gains=True)
+    env = F.window_envelope(lam, jnp.full(x.shape[:1], 0.75), t_c, 1.0)
+    delta = float(jnp.max(g["kappa"] + g["lip_g"] - env)) + 0.2
+    low = F.late_residual_field(pre_apply, {}, res.apply, params, None, lam - delta)
+    assert float(F.certify_contraction(low, x, 0.75)) > -rate
+
+
+def test_late_residual_beta_one_needs_no_bound(getkey):
+    # beta = 1 removes v_pre on the window: even a strongly expanding v_pre (5 x)
+    # gives a combined field with sym J <= -rate there (float32 round-off 1e-4),
+    # while before t_c the combined field is left free (and expands here).
+    rate = 0.5
+    res, params = _late(getkey, beta=1.0, rate=rate, t_c=0.75, dtype=jnp.float32)
+    pre_apply = lambda variables, x, t, c=None: 5.0 * x
+    field = F.late_residual_field(pre_apply, {}, res.apply, params)
+    x = 3 * jax.random.normal(getkey(), (256, 2))
+    t_in = jax.random.uniform(getkey(), (256,), minval=0.75, maxval=1.0)
+    assert float(F.certify_contraction(field, x, t_in)) <= -rate + 1e-4
+    assert float(F.certify_contraction(field, x, 0.5)) > 0.0
+    with pytest.raises(ValueError, match="lambda_pre"):
+        _late(getkey, beta=0.5, dtype=jnp.float32)[0].apply({"params": params}, x, 0.8, v_pre=x)
+
+
+def test_late_residual_gain_gating_in_t(x64, getkey):
+    # Before t_c: kappa(t) = 0, r does not see v_pre, Lip(g) < free_lip. Inside
+    # the window (beta = 1/2): kappa >= (1 - beta) lambda_pre(t) + rate,
+    # Lip(g) < kappa - (1 - beta) lambda_pre(t) - rate and r = -beta v_pre + ...
+    rate, t_c, s, beta = 0.3, 0.5, 0.3, 0.5
+    res, params = _late(getkey, beta=beta, rate=rate, t_c=t_c)
+    ts, lam = _exact_table(s, t_c)
+    x = jax.random.normal(getkey(), (8, 2), jnp.float64)
+    v1, v2 = jax.random.normal(getkey(), (2, 8, 2), jnp.float64)
+    call = lambda t, v, **kw: res.apply({"params": params}, x, t, v_pre=v, lambda_pre=lam, **kw)
+    for t in (0.0, 0.2, 0.4999):
+        g = call(t, v1, return_gains=True)
+        assert not bool(jnp.any(g["window"])) and float(jnp.max(jnp.abs(g["kappa"]))) == 0.0
+        assert 0 < float(jnp.min(g["lip_g"])) and float(jnp.max(g["lip_g"])) < res.free_lip
+        np.testing.assert_array_equal(call(t, v1), call(t, v2))
+    for t in (0.5, 0.61, 0.8, 1.0):
+        g = call(t, v1, return_gains=True)
+        env = F.window_envelope(lam, jnp.full((8,), t), t_c, 1.0)
+        assert bool(jnp.all(g["window"]))
+        assert float(jnp.min(env)) >= F.gaussian_field_slope(t, s) - 1e-12
+        margin = g["kappa"] - (1 - beta) * env - rate
+        assert float(jnp.min(margin)) > 0
+        assert float(jnp.max(g["lip_g"] - margin)) < 0
+        # the only v_pre dependence is -beta v_pre (float64 round-off 1e-12)
+        np.testing.assert_allclose(call(t, v1) - call(t, v2), -beta * (v1 - v2), atol=1e-12)
+
+
+def test_late_resft_gradient_matches_finite_differences(x64, getkey):
+    # central differences along a random direction, h = 1e-5 (as for FT-FM):
+    # truncation and round-off both < 1e-8 relative. N = 4 with t_c = 0.5 runs two
+    # free and two window steps, so both branches of the gate are differentiated.
+    net, pre = _tiny_mlp(getkey)
+    pre = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.1, pre)
+    res, rp = _late(getkey)
+    lam = jnp.linspace(1.0, 0.0, 5)
+    p = F.init_recon_params(rp, learn_sigma=True, log_sigma=-0.3)
+    batch = {"x0": jax.random.normal(getkey(), (8, 2), jnp.float64),
+             "x1": jax.random.normal(getkey(), (8, 2), jnp.float64)}
+    loss_fn = F.late_resft_loss(net.apply, pre, res.apply, n_steps=4, lambda_pre=lam,
+                                sigma="learned")
+    key = getkey()
+    f = jax.jit(lambda q: loss_fn(q, {}, batch, key)[0])
+    g = jax.grad(f)(p)
+    d = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape, a.dtype), p)
+    h = 1e-5
+    fd = (f(jax.tree.map(lambda a, b: a + h * b, p, d))
+          - f(jax.tree.map(lambda a, b: a - h * b, p, d))) / (2 * h)
+    ad = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(d)))
+    np.testing.assert_allclose(float(ad), float(fd), rtol=1e-6)
+    # the frozen pre-trained field gets no gradient through the residual's v_pre input
+    gp = jax.grad(lambda q: F.late_resft_loss(net.apply, q, res.apply, n_steps=4,
+                                              lambda_pre=lam)(p, {}, batch, key)[0])(pre)
+    assert all(float(jnp.max(jnp.abs(a))) == 0.0 for a in jax.tree.leaves(gp))
+
+
+def test_window_perturbation_obeys_certificate_bound_on_gaussian(x64, getkey):
+    # Claim 2's bound on the closed form: v_pre = exact field of N(mu, s^2) and the
+    # late residual (beta = 0, exact lambda_pre table) make the combined field
+    # contract at rate c on [t_c, 1] for every x, so two solutions started at
+    # t_p in the window obey |x(t) - y(t)| <= exp(-c (t - t_p)) |delta|.
+    # RK4 with 400 steps: discretisation error < 1e-8 relative; tolerance 1e-6.
+    mu, s, c, t_c, t_p = 2.0, 0.2, 2.0, 0.5, 0.75
+    pre_apply = _gauss_pre(mu, s)
+    _, lam = _exact_table(s, t_c)
+    res, params = _late(getkey, rate=c, t_c=t_c)
+    field = F.late_residual_field(pre_apply, {}, res.apply, params, None, lam)
+    z = jax.random.normal(getkey(), (32, 2), jnp.float64)
+    xa = F.odeint(field, z, 3, t0=0.0, t1=t_p)            # Euler state after step 3 of 4
+    delta = 0.3 * jax.random.normal(getkey(), (32, 2), jnp.float64)
+    ts, dist = F.pair_distances(field, xa, xa + delta, 400, method="rk4", t0=t_p, t1=1.0)
+    bound = np.exp(-c * (np.asarray(ts) - t_p))[:, None] * np.asarray(dist[0])[None]
+    assert np.all(np.asarray(dist) <= bound * (1 + 1e-6))
+    # not vacuous: the pre-trained field alone contracts by exp(int a) =
+    # sigma_1 / sigma_{t_p} = 0.686 > exp(-c/4) = 0.607, violating the c bound
+    _, d_pre = F.pair_distances(F.make_field(pre_apply, {}), xa, xa + delta, 400,
+                                method="rk4", t0=t_p, t1=1.0)
+    ratio = np.asarray(d_pre[-1]) / np.asarray(d_pre[0])
+    np.testing.assert_allclose(ratio, s / float(F.gaussian_sigma_t(t_p, s)), rtol=1e-6)
+    assert np.all(ratio > np.exp(-c * (1 - t_p)))
