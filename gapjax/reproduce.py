@@ -8,7 +8,10 @@ Runs ``experiments/<name>.py:run(out_dir, quick)`` for every name in
 ``DIR/report.json`` (list of objects with ``experiment``, ``claim``,
 ``measured``, ``target``, ``passed``). An experiment that crashes is reported
 as one FAIL row with the error, and the others still run; the exit code is 1
-if any experiment crashed, else 0 (a FAIL claim is a result, not a crash).
+if any experiment crashed, 75 (``EX_TEMPFAIL``, "requeue") if it was stopped by
+SIGTERM, else 0 (a FAIL claim is a result, not a crash). On Linux CPU it keeps
+freed host memory for reuse (:func:`gapjax._runtime.keep_host_memory`; opt out
+with ``GAPJAX_KEEP_HOST_MEMORY=0``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ import traceback
 
 import jax
 
+from gapjax._runtime import keep_host_memory
 from gapjax.report import EXPERIMENTS, Claim, write_report
+from gapjax.train import Preempted
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL, as python -m gapjax.run
 
 
 def run_experiments(names, out: pathlib.Path, quick: bool) -> tuple[list[Claim], dict, bool]:
@@ -73,7 +80,13 @@ def main(argv=None) -> int:
         ap.error(f"--out {out} cannot be created: {e}")
     quick = not args.full
     t0 = time.perf_counter()
-    rows, timings, crashed = run_experiments(names, out, quick)
+    keep_host_memory()
+    try:
+        rows, timings, crashed = run_experiments(names, out, quick)
+    except Preempted as e:  # SIGTERM inside a training loop: nothing partial is reported
+        print(f"[reproduce] {e}; no report written: run the same command again",
+              file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     total = time.perf_counter() - t0
     header = (f"Mode: {'quick' if quick else 'full'}; jax {jax.__version__} on "
               f"{jax.default_backend()} ({jax.device_count()} device(s)), "

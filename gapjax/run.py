@@ -57,6 +57,7 @@ import json  # noqa: E402
 
 from gapjax.config import apply_overrides, load_config  # noqa: E402
 from gapjax.report import EXPERIMENTS, _jsonable  # noqa: E402
+from gapjax._runtime import keep_host_memory  # noqa: E402
 from gapjax.train import (NonFiniteError, Preempted, check_workdir,  # noqa: E402
                           write_metrics)
 
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
 
 
 def _run(experiment, config, workdir, hint) -> int:
+    keep_host_memory()  # CPU: reuse XLA's scratch buffers (opt out: GAPJAX_KEEP_HOST_MEMORY=0)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
     (workdir / "summary.json").unlink(missing_ok=True)  # never an earlier run's as this one's
     try:

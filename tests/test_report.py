@@ -101,3 +101,17 @@ def test_cli_creates_missing_parents_of_out(tmp_path, monkeypatch):
     out = tmp_path / "a" / "b" / "quick"
     assert reproduce.main(["--quick", "--out", str(out), "--only", "scaling"]) == 0
     assert (out / "report.md").is_file() and (out / "report.json").is_file()
+
+
+def test_a_preempted_experiment_exits_75_without_a_report(tmp_path, monkeypatch):
+    from gapjax.train import Preempted
+
+    mod = types.ModuleType("gapjax.experiments.scaling")
+
+    def stopped(out, quick=True):
+        raise Preempted("preempted at step 3, resume with --resume")
+
+    mod.run = stopped
+    monkeypatch.setitem(sys.modules, "gapjax.experiments.scaling", mod)
+    assert reproduce.main(["--quick", "--out", str(tmp_path / "q"), "--only", "scaling"]) == 75
+    assert not (tmp_path / "q" / "report.md").exists()

@@ -379,3 +379,16 @@ def test_runner_sigterm_exits_75(tmp_path):
         assert not (tmp_path / name / "summary.json").exists()
     step = int(err.split("preempted at step ")[1].split(",")[0])
     assert ckpt.all_steps(tmp_path / "training" / "checkpoints") == [step]
+
+
+def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path):
+    """Starting without resume in a used workdir must not delete the earlier run's
+    (possibly only) good checkpoints: they are moved to checkpoints.previous-N."""
+    wd = tmp_path / "run"
+    cfg = dict(CFG, num_steps=4, eval_every=0)
+    train_and_evaluate(make_task(), cfg, wd)
+    first = ckpt.all_steps(wd / "checkpoints")
+    with pytest.warns(RuntimeWarning, match="moved them to .*checkpoints.previous-0"):
+        train_and_evaluate(make_task(), dict(cfg, seed=1), wd)
+    assert ckpt.all_steps(wd / "checkpoints.previous-0") == first == [4]
+    ckpt.verify(wd / "checkpoints.previous-0" / f"{4:010d}")

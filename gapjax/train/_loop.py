@@ -26,7 +26,8 @@ to evaluate, log and checkpoint. The loop:
     a line torn by a kill, is dropped with a warning naming the file), so the
     metric stream equals that of an uninterrupted run row for row; with no
     usable checkpoint it warns and starts from step 0 with a fresh stream.
-    Without ``resume`` an earlier run's checkpoints and metrics are deleted;
+    Without ``resume`` an earlier run's metrics are replaced and its checkpoints
+    moved aside to ``checkpoints.previous-N`` (never deleted), with a warning;
   * on SIGTERM finishes the current step, saves a checkpoint and raises
     :class:`Preempted` ("preempted at step N, resume with --resume"); a
     preempted run writes no ``summary.json``.
@@ -251,8 +252,16 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
                 ckpt.set_aside(ckpt_dir, start)
                 if is_main:
                     lines, rows = _read_metrics(metrics_path, start)
-        elif is_main and ckpt_dir.is_dir():
-            shutil.rmtree(ckpt_dir)  # an earlier run's checkpoints are not this run's
+        elif is_main and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+            # An earlier run's checkpoints are not this run's, but they may be the
+            # only good state of a run the user forgot to --resume: keep them aside.
+            i = 0
+            while (aside := ckpt_dir.with_name(f"{ckpt_dir.name}.previous-{i}")).exists():
+                i += 1
+            ckpt_dir.rename(aside)
+            warnings.warn(f"workdir {workdir} held checkpoints of an earlier run and "
+                          f"resume is off: moved them to {aside}", RuntimeWarning,
+                          stacklevel=2)
         if is_main:
             (workdir / "summary.json").unlink(missing_ok=True)
         log = _MetricsLog(workdir, lines, rows, is_main, seed_axis=num_seeds is not None)
