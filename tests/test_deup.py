@@ -389,3 +389,24 @@ def test_bad_input_raises_clear_errors(getkey):
         D.known_noise(-1.0, 3)
     with pytest.raises(ValueError, match="mc_samples"):
         D.Predictor(F_MLP, mc_samples=5)
+
+
+def test_smo_equivalence_margins_are_half_the_basin_gaps():
+    """experiments/deup.py's SMO "not worse" margins are half the gap between each
+    objective's global optimum and its best other local optimum (dense grid of
+    the closed form), as their comment says."""
+    from scipy.ndimage import maximum_filter
+    from scipy.signal import argrelmax
+
+    from gapjax.experiments.deup import SMO_EQUIV_MARGIN
+
+    x = np.linspace(-1, 2, 3_000_001)
+    f = np.sin(x) * np.cos(5 * x) * np.cos(22 * x)
+    top = np.sort(f[argrelmax(f)[0]])[::-1][:2]
+    a = np.linspace(-10, 10, 4001)   # step 0.005: the Levy ripples have period 2/3
+    A, B = np.meshgrid(a, a)
+    g = -np.asarray(D.neg_levy_n13(jnp.stack([A.ravel(), B.ravel()], 1))).reshape(A.shape)
+    loc = np.sort(g[g == -maximum_filter(-g, size=5)])[:2]
+    # 4-digit constants in the module: agree to 1e-4
+    assert abs(SMO_EQUIV_MARGIN["multi_optima"] - (top[0] - top[1]) / 2) < 1e-4
+    assert abs(SMO_EQUIV_MARGIN["levy_n13"] - (loc[1] - loc[0]) / 2) < 1e-4
