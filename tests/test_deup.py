@@ -358,7 +358,7 @@ def test_expected_improvement_closed_form(x64):
 
 def test_bad_input_raises_clear_errors(getkey):
     x, y = _data(getkey(), 16)
-    with pytest.raises(ValueError, match="x must be a 2-D"):
+    with pytest.raises(ValueError, match="x must have rank 2"):
         D.fit_deup(CFG, getkey(), x[:, 0], y)
     with pytest.raises(ValueError, match="y must have shape"):
         D.fit_deup(CFG, getkey(), x, y[:5])
