@@ -21,7 +21,8 @@ Choices where the spec is silent:
   ``T > 0`` is stable; ``T = 0`` is the hard argmin. Standard errors: over
   test points (``stream_test_points``) or over trials (``mc_delta_points``).
 * Exact softmax error: Gumbel-max form of the spec's ``u``-integral (see
-  ``_closed``); falls back to the best-of-k integral below ``T/s^2 = 1e-14``.
+  ``_closed``); falls back to the best-of-k integral below ``T/s^2 = 1e-14`` and to
+  the high-temperature expansion where it is exact to round-off (large ``T``).
 * Best-of-k integral: the spec's ``w``-integral folded onto ``r = |w - c'|``,
   composite Gauss-Legendre on segments geometric in the order-statistic scale
   ``1/((k-1) F'(0))`` (tested against SciPy adaptive quadrature to 1e-8).
