@@ -149,8 +149,8 @@ def validate(config, *, counts=(), nonneg_counts=(), positive=(), nonneg=(),
     Each argument lists (dotted) keys: ``counts`` integers >= 1, ``nonneg_counts``
     integers >= 0, ``positive`` finite > 0, ``nonneg`` finite >= 0, ``fractions``
     in (0, 1), ``rates`` in [0, 1), ``finite`` any finite number; a tuple/list
-    value must be non-empty and every element must satisfy the rule. ``choices`` maps keys to allowed values;
-    ``optional`` keys may also be None; ``relations`` is a sequence of
+    value must be non-empty and every element must satisfy the rule. ``choices``
+    maps keys to allowed values; ``optional`` keys may also be None; ``relations`` is a sequence of
     ``(predicate(config) -> bool, message)`` checked after the per-key rules.
     Keys missing from ``config`` are skipped (a test keeps the rules and the
     bundled configs in step). Returns ``config``.
