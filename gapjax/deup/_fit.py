@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from gapjax._checks import (as_float_array, check_choice, check_int, check_labels,
-                            check_ndim, check_positive, check_same_leading, check_shape)
+                            check_ndim, check_positive, check_same_leading)
 from gapjax.train import init_train_state, scan_train_steps
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "silu": nn.silu, "gelu": nn.gelu}
