@@ -510,3 +510,23 @@ def test_train_and_evaluate_resumes(tmp_path, getkey):
     # resumed run really replayed them (same batches, same optimiser state)
     assert any(not np.array_equal(a, b) for a, b in
                zip(jax.tree.leaves(full.params), jax.tree.leaves(part.params)))
+
+
+def test_evaluate_seeds_equals_per_seed_evaluation(getkey):
+    """The reproduction's seed-vmapped evaluation (experiments/icl.evaluate_seeds)
+    gives, seed by seed, the metrics of evaluating each seed's params alone."""
+    from gapjax.experiments.icl import evaluate, evaluate_seeds
+
+    model, _, init_fn, _ = _tiny_task()
+    params = jax.vmap(lambda k: init_fn(k)["params"])(jax.random.split(getkey(), 3))
+    b = icl.sample_batch(getkey(), 600, 8, 3)   # > 512: two forward chunks
+    prior = icl.NormalGammaPrior()
+    got = evaluate_seeds(model, params, b, prior, baselines=False)
+    assert len(got) == 3
+    for s, r in enumerate(got):
+        ref = evaluate(model, jax.tree.map(lambda a: a[s], params), b, prior, baselines=False)
+        # same float32 forward pass, batched differently: rtol 1e-5
+        np.testing.assert_allclose(r["model"]["mse"], ref["model"]["mse"], rtol=1e-5)
+        np.testing.assert_allclose(r["model"]["nll"], ref["model"]["nll"], rtol=1e-5)
+    # not vacuous: different initialisations give different predictions
+    assert not np.allclose(got[0]["model"]["mse"], got[1]["model"]["mse"])
