@@ -9,7 +9,7 @@ Presets:
   quick:  d = 5, T = 16, a small paired-token model (4x4x64), AdamW lr 3e-3,
           800 warmup steps, cosine decay to 5%, batch 64, 4000 steps: about
           105 s of training per seed on a 2-core CPU. The reproduction report
-          trains 5 seeds of it at once; its targets (within 10% of the Bayes MSE
+          trains 5 seeds of it (seeds 0-4); its targets (within 10% of the Bayes MSE
           and 0.1 nats of the Bayes NLL) are in experiments/icl.py.
   medium: d = 5, T = 20, a small paired-token model (6x4x128), AdamW lr 1e-3,
           500 warmup steps, 20k steps: under an hour on a 2-core CPU; the spec's
