@@ -223,6 +223,11 @@ FLOW = [
      "at_step"),
     ("demonstrations_n", lambda: F.demonstrations(KEY, F.TwoGoalTask(), 0), V,
      "num_episodes"),
+    ("two_goal_radius", lambda: F.TwoGoalTask(radius=-0.4), V, "TwoGoalTask.radius"),
+    ("two_goal_speed_nan", lambda: F.TwoGoalTask(speed=float("nan")), V, "TwoGoalTask.speed"),
+    ("two_goal_horizon", lambda: F.TwoGoalTask(horizon=0), V, "TwoGoalTask.horizon"),
+    ("two_goal_goal_shape", lambda: F.TwoGoalTask(goal=(0.0, 2.0, 1.0)), V, "TwoGoalTask.goal"),
+    ("two_goal_noise", lambda: F.TwoGoalTask(action_noise=-0.05), V, "TwoGoalTask.action_noise"),
 ]
 
 # ---------------------------------------------------------------- scaling

@@ -13,8 +13,9 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gapjax._checks import check_int
+from gapjax._checks import check_finite, check_int, check_positive, check_shape
 
 
 @flax.struct.dataclass
@@ -30,6 +31,16 @@ class TwoGoalTask:
     horizon: int = flax.struct.field(pytree_node=False, default=24)
     start_noise: float = flax.struct.field(pytree_node=False, default=0.05)
     action_noise: float = flax.struct.field(pytree_node=False, default=0.05)
+
+    def __post_init__(self):
+        for name in ("obstacle", "goal"):
+            check_shape(f"TwoGoalTask.{name}", check_finite(f"TwoGoalTask.{name}",
+                                                           np.asarray(getattr(self, name))), (2,))
+        for name in ("radius", "goal_radius", "waypoint_x", "speed"):
+            check_positive(f"TwoGoalTask.{name}", getattr(self, name))
+        for name in ("start_noise", "action_noise"):
+            check_positive(f"TwoGoalTask.{name}", getattr(self, name), allow_zero=True)
+        check_int("TwoGoalTask.horizon", self.horizon, min=1)
 
 
 def expert_action(task: TwoGoalTask, state, side):
