@@ -9,8 +9,8 @@ Placeholders (HTML comments, so a page still reads well unrendered):
 * ``<!-- claims:EXPERIMENT -->`` -- the reproduction claims of one experiment
   (``ghost_bn``, ``flow``, ...) as a table, from the committed reports
   ``experiments/results/quick/report.json`` and, if present,
-  ``experiments/results/full/report.json``; a clear "no committed report yet"
-  line when a report is missing.
+  ``experiments/results/full/*/report.json`` (one per full preset run); a
+  clear "no committed report yet" line when a report is missing.
 * ``<!-- claims:summary -->`` -- PASS counts per experiment and report.
 * ``<!-- api:MODULE -->`` -- the mkdocstrings block of ``MODULE`` listing
   exactly the names of its runtime ``__all__`` (griffe cannot read an
@@ -33,7 +33,7 @@ from mkdocs.exceptions import PluginError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REPORTS = (("quick", ROOT / "experiments/results/quick/report.json"),
-           ("full", ROOT / "experiments/results/full/report.json"))
+           ("full", ROOT / "experiments/results/full"))
 _README = re.compile(r"<!--\s*readme:([\w:.-]+)\s*-->")
 _CLAIMS = re.compile(r"<!--\s*claims:([\w]+)\s*-->")
 _API = re.compile(r"<!--\s*api:([\w.]+)\s*-->")
@@ -50,7 +50,17 @@ def readme_section(name: str, readme: pathlib.Path = ROOT / "README.md") -> str:
 
 
 def load_report(path: pathlib.Path):
-    """The rows of a report, or None when the file is missing."""
+    """The rows of a report, or None when it is missing.
+
+    ``path`` is a ``report.json`` or a folder of per-experiment reports
+    (``<folder>/report.json`` and ``<folder>/*/report.json``, rows concatenated:
+    the full presets run one experiment at a time).
+    """
+    if path.is_dir():
+        parts = [load_report(p) for p in [path / "report.json",
+                                          *sorted(path.glob("*/report.json"))]]
+        parts = [rows for rows in parts if rows is not None]
+        return [r for rows in parts for r in rows] if parts else None
     if not path.is_file():
         return None
     try:
@@ -78,6 +88,10 @@ def _cell(x) -> str:
     return _fmt(x).replace("|", "\\|").replace("\n", " ")
 
 
+def _rel(path: pathlib.Path):
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def _commit_date(path: pathlib.Path) -> str:
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%cs %h", "--", str(path)],
@@ -92,7 +106,7 @@ def claims_table(experiment: str, reports=REPORTS) -> str:
     parts = []
     for mode, path in reports:
         rows = load_report(path)
-        rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        rel = _rel(path)
         if rows is None:
             if mode == "quick":
                 parts.append(f"*No committed {mode} report yet* (`{rel}` is missing): "
@@ -143,7 +157,7 @@ def summary_table(reports=REPORTS) -> str:
             cells.append(f"{sum(bool(r.get('passed')) for r in mine)}/{len(mine)} PASS"
                          if mine else "not run")
         lines.append("| " + " | ".join(cells) + " |")
-    src = ", ".join(f"`{p.relative_to(ROOT)}`{_commit_date(p)}" for _, p, _ in avail)
+    src = ", ".join(f"`{_rel(p)}`{_commit_date(p)}" for _, p, _ in avail)
     return "\n".join(lines) + f"\n\nFrom {src}."
 
 

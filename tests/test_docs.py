@@ -51,6 +51,18 @@ def test_claims_table_reads_rows_and_degrades_without_a_report(tmp_path):
     assert "a \\| b" in table and "0.1235" in table and "[0.1, 0.2]" in table
     assert "other" not in table and "Full report" not in table  # no full report: no table
     assert "has no rows for `repri`" in hooks.claims_table("repri", reports)
+    # a folder of per-experiment full reports (the full presets run one at a time)
+    full_dir = tmp_path / "full"
+    for name, passed in (("flow", False), ("deup", True)):
+        (full_dir / name).mkdir(parents=True)
+        (full_dir / name / "report.json").write_text(json.dumps([
+            {"experiment": name, "claim": f"{name} claim", "measured": 1.0, "target": "",
+             "passed": passed}]))
+    reports = (("quick", quick), ("full", full_dir))
+    table = hooks.claims_table("flow", reports)
+    assert "Full report" in table and "0/1 PASS" in table and "deup claim" not in table
+    summary = hooks.summary_table(reports)
+    assert "1/1 PASS" in summary and "0/1 PASS" in summary
 
 
 def test_api_block_lists_the_runtime_all():
