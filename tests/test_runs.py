@@ -24,7 +24,7 @@ from digits_task import make_task
 from gapjax import checkpoint as ckpt
 from gapjax import run as runner
 from gapjax.train import (NonFiniteError, Preempted, Task, init_train_state,
-                          train_and_evaluate)
+                          train_and_evaluate, train_step_fn)
 from gapjax.train import _loop
 
 HERE = pathlib.Path(__file__).parent
@@ -313,7 +313,8 @@ def test_loop_config_is_checked_before_anything_runs(tmp_path):
     for bad, err in ((dict(keep_checkpoints=0), ValueError), (dict(num_steps=-1), ValueError),
                      (dict(eval_every=-5), ValueError), (dict(num_steps=2.5), TypeError),
                      (dict(log_every="10"), TypeError), (dict(resume="yes"), TypeError),
-                     (dict(num_seeds=0), ValueError), (dict(num_devices=0), ValueError)):
+                     (dict(num_seeds=0), ValueError), (dict(num_devices=0), ValueError),
+                     (dict(steps_per_call=0), ValueError), (dict(steps_per_call=2.0), TypeError)):
         key = next(iter(bad))
         with pytest.raises(err, match=f"config.{key}"):
             train_and_evaluate(_quad_task(), dict(QCFG, **bad), tmp_path / "w")
@@ -392,3 +393,98 @@ def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path):
         train_and_evaluate(make_task(), dict(cfg, seed=1), wd)
     assert ckpt.all_steps(wd / "checkpoints.previous-0") == first == [4]
     ckpt.verify(wd / "checkpoints.previous-0" / f"{4:010d}")
+
+
+# ------------------------------------------------ norms on logged steps, scanned calls
+def test_norms_on_logged_steps_only_and_scanned_calls_are_bitwise(tmp_path, monkeypatch,
+                                                                  straight):
+    """Skipping the parameter/update norms on unlogged steps, and running up to
+    k steps per call in a lax.scan, change nothing: params bitwise, identical
+    metrics.jsonl (on CPU; a one-trip scan would not be, see ``call_end``)."""
+    for k in (4, 3):  # CFG's events cut the calls short; with k = 3, lengths 1 and 2
+        state, _ = train_and_evaluate(make_task(), dict(CFG, steps_per_call=k), tmp_path / f"{k}")
+        _assert_same_run(state, tmp_path / f"{k}", straight)
+    # long calls (8, and the remainder 40 - 32 cut 4 + 2 + 1 + 1 around the logs)
+    long = dict(CFG, log_every=10, eval_every=0, checkpoint_every=0, num_steps=38)
+    ref, _ = train_and_evaluate(make_task(), long, tmp_path / "long1")
+    got, _ = train_and_evaluate(make_task(), dict(long, steps_per_call=8), tmp_path / "long8")
+    _assert_same_run(got, tmp_path / "long8",
+                     (_params(ref), (tmp_path / "long1" / "metrics.jsonl").read_text()))
+    # the reference: every step with all three norms, as before this change
+    make_step = _loop.make_train_step
+    monkeypatch.setattr(_loop, "make_train_step",
+                        lambda *a, norms=True, **kw: make_step(*a, norms=True, **kw))
+    ref, _ = train_and_evaluate(make_task(), CFG, tmp_path / "all_norms")
+    _assert_same_run(ref, tmp_path / "all_norms", straight)
+    # a seed axis
+    runs = [train_and_evaluate(_quad_task(), dict(QCFG, num_steps=20, log_every=5,
+                                                  num_seeds=2, steps_per_call=k),
+                               tmp_path / f"seeds{k}") for k in (1, 4)]
+    np.testing.assert_array_equal(*(np.asarray(s.params["w"]) for s, _ in runs))
+    assert ((tmp_path / "seeds1" / "metrics.jsonl").read_text()
+            == (tmp_path / "seeds4" / "metrics.jsonl").read_text())
+
+
+def test_scanned_calls_killed_and_resumed_equal_an_uninterrupted_run(tmp_path, hooks,
+                                                                   monkeypatch):
+    """k = 4 with calls between events: a SIGTERM between two calls (no event
+    there), a SIGTERM at a logged row and a kill after a save all resume to the
+    params and metrics.jsonl of the uninterrupted k = 4 run."""
+    cfg = dict(CFG, log_every=10, eval_every=0, checkpoint_every=12, steps_per_call=4)
+    ref, _ = train_and_evaluate(make_task(), cfg, tmp_path / "straight")
+    straight_k = (_params(ref), (tmp_path / "straight" / "metrics.jsonl").read_text())
+    wd = tmp_path / "run"
+    # 1. SIGTERM while the loop checks the call that ends at step 8 (no event at 8)
+    calls = []
+    device_get = jax.device_get
+
+    def get(x):
+        calls.append(1)
+        if len(calls) == 1:  # the check of call 1 (steps 1-4), done after call 2 (5-8)
+            _sigterm()
+        return device_get(x)
+
+    monkeypatch.setattr(jax, "device_get", get)
+    with pytest.raises(Preempted, match="preempted at step 8, resume with --resume"):
+        train_and_evaluate(make_task(), cfg, wd)
+    monkeypatch.setattr(jax, "device_get", device_get)
+    assert ckpt.all_steps(wd / "checkpoints") == [8]
+    # 2. SIGTERM at the row of step 20; 3. killed right after the save of step 24
+    hooks["row"] = _at(20, "train", _sigterm)
+    with pytest.raises(Preempted, match="preempted at step 20"):
+        train_and_evaluate(make_task(), dict(cfg, resume=True), wd)
+    hooks["row"], hooks["saved"] = None, lambda s: _raise_killed() if s == 24 else None
+    with pytest.raises(_Killed):
+        train_and_evaluate(make_task(), dict(cfg, resume=True), wd)
+    hooks["saved"] = None
+    state, summary = train_and_evaluate(make_task(), dict(cfg, resume=True), wd)
+    assert summary["step"] == 40
+    _assert_same_run(state, wd, straight_k)
+
+
+def _first_nonfinite(task, seed, n):
+    """The first step (1-based) whose loss or gradient norm is not finite, stepping
+    by hand as the loop does."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    state = init_train_state(init_key, task.init_fn, task.tx)
+    step = jax.jit(train_step_fn(task.loss_fn, task.tx))
+    for t in range(n):
+        state, m = step(state, task.batch_fn(data_key, t))
+        for k in ("loss", "grad_norm"):
+            if not np.isfinite(float(m[k])):
+                return t + 1, k
+    return None
+
+
+def test_scanned_calls_name_the_first_nonfinite_step(tmp_path):
+    task = _quad_task(lr=10.0)
+    want = _first_nonfinite(task, 0, 200)
+    assert want is not None and want[0] > 10
+    cfg = dict(QCFG, num_steps=200, log_every=0, eval_every=0, checkpoint_every=5)
+    for k in (1, 8):
+        wd = tmp_path / f"k{k}"
+        with pytest.raises(NonFiniteError) as err:
+            train_and_evaluate(task, dict(cfg, steps_per_call=k), wd)
+        assert (err.value.step, err.value.metric) == want, k
+        newest = ckpt.all_steps(wd / "checkpoints")[-1]
+        assert newest == (want[0] - 1) // 5 * 5 and f"{newest:010d}" in str(err.value)

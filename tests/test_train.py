@@ -172,6 +172,12 @@ def test_step_without_norms_gives_the_same_state():
     assert float(m0["loss"]) == float(m["loss"])
     for a, b in zip(jax.tree.leaves(with_n), jax.tree.leaves(without)):
         np.testing.assert_array_equal(a, b)
+    # norms="grad" keeps only grad_norm (the loop's unlogged steps), same state
+    grad_only, mg = make_train_step(task.loss_fn, task.tx, donate=False, norms="grad")(st, batch)
+    assert set(m) - set(mg) == {"param_norm", "update_norm"}
+    assert float(mg["grad_norm"]) == float(m["grad_norm"])
+    for a, b in zip(jax.tree.leaves(with_n), jax.tree.leaves(grad_only)):
+        np.testing.assert_array_equal(a, b)
     _, ms = jax.jit(lambda s: scan_train_steps(task.loss_fn, task.tx, s,
                                                lambda t: batch, 2, norms=False))(st)
     assert "grad_norm" not in ms and ms["loss"].shape == (2,)

@@ -17,9 +17,15 @@ to evaluate, log and checkpoint. The loop:
     indexed the same way, ``eval/mse/3``), checkpoints under
     ``workdir/checkpoints`` every ``checkpoint_every`` steps keeping
     ``keep_checkpoints``, and ``summary.json`` at the end;
+  * computes the parameter and update norms (a reduction over every parameter
+    each) only on logged steps; every step computes its loss and gradient norm;
   * stops with :class:`NonFiniteError` (naming the step and the measurement) at
-    the first step whose loss, gradient norm or parameter norm is not finite;
-    a non-finite state is never saved, so every kept checkpoint is finite;
+    the first step whose loss or gradient norm is not finite, or, on a logged
+    step, whose parameter norm is not finite. Parameters that an update with
+    finite gradients made non-finite (an overflowing update) are caught by the
+    next step's loss or gradient norm, the next logged parameter norm, or the
+    check before each save: a non-finite state is never saved, so every kept
+    checkpoint is finite;
   * with ``config.resume`` restores the newest good checkpoint (readable and
     finite; newer unusable ones are set aside as ``<step>.unusable-N``) and
     keeps ``metrics.jsonl`` up to the restored step (an unreadable line, such as
@@ -28,9 +34,20 @@ to evaluate, log and checkpoint. The loop:
     usable checkpoint it warns and starts from step 0 with a fresh stream.
     Without ``resume`` an earlier run's metrics are replaced and its checkpoints
     moved aside to ``checkpoints.previous-N`` (never deleted), with a warning;
-  * on SIGTERM finishes the current step, saves a checkpoint and raises
+  * on SIGTERM finishes the current call, saves a checkpoint and raises
     :class:`Preempted` ("preempted at step N, resume with --resume"); a
-    preempted run writes no ``summary.json``.
+    preempted run writes no ``summary.json``;
+  * with ``config.steps_per_call`` k > 1 runs the steps between two call
+    boundaries as one jitted ``lax.scan`` (the batch of each step drawn inside
+    it, the state donated). The boundaries are absolute step numbers: every
+    logged, evaluated or checkpointed step, ``num_steps`` and every multiple of
+    k; a shorter remainder is cut into powers of two, so at most about
+    ``2 + log2 k`` lengths are compiled. A resumed run therefore makes the same
+    calls as an uninterrupted one. The non-finite check still names the exact
+    step inside a call (the scan returns every step's loss and gradient norm),
+    and SIGTERM is acted on at the next call boundary (a latency of at most k
+    steps). On CPU the result is bitwise that of k = 1 (tested on the digits
+    MLP; XLA may fuse differently elsewhere, so treat equality as empirical).
 """
 
 from __future__ import annotations
@@ -53,11 +70,11 @@ import optax
 from gapjax import checkpoint as ckpt
 from gapjax import parallel
 from gapjax.train._state import TrainState, init_train_state, unalias
-from gapjax.train._step import make_eval_step, make_train_step
+from gapjax.train._step import make_eval_step, make_train_step, train_step_fn
 
 DEFAULTS = dict(seed=0, num_steps=100, eval_every=0, log_every=10,
                 checkpoint_every=0, keep_checkpoints=3, resume=False,
-                num_devices=None, num_seeds=None, progress=True)
+                num_devices=None, num_seeds=None, progress=True, steps_per_call=1)
 # Measurements whose non-finite value stops training (those the step reports).
 WATCHED = ("loss", "grad_norm", "param_norm")
 METRICS = "metrics.jsonl"
@@ -87,7 +104,7 @@ class Task:
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced a non-finite loss, gradient norm or parameter norm.
+    """Training produced a non-finite loss, gradient norm, parameter norm or state.
 
     Attributes: ``step`` (the step as numbered in ``metrics.jsonl``) and
     ``metric`` (the measurement's name).
@@ -116,8 +133,9 @@ class Preempted(BaseException):
 
 class _Preemption:
     """Sets a flag on SIGTERM while installed (main thread only); the loop acts on
-    it at the end of the step. A flag still set when the block ends normally
-    (a SIGTERM after the last check) is passed on to the previous handler."""
+    it at the end of the call (one step, or up to ``steps_per_call`` steps). A
+    flag still set when the block ends normally (a SIGTERM after the last check)
+    is passed on to the previous handler."""
 
     def __init__(self):
         self.flag = False
@@ -160,7 +178,7 @@ def _check_config(config) -> dict:
         return int(v)
 
     for key, low in (("seed", 0), ("num_steps", 0), ("eval_every", 0), ("log_every", 0),
-                     ("checkpoint_every", 0), ("keep_checkpoints", 1)):
+                     ("checkpoint_every", 0), ("keep_checkpoints", 1), ("steps_per_call", 1)):
         cfg[key] = integer(key, low)
     for key in ("num_devices", "num_seeds"):
         cfg[key] = integer(key, 1, optional=True)
@@ -214,13 +232,18 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
         num_devices (None = all), num_seeds (None; an int S trains S seeds at
         once in one vmapped step: the state and every measurement get a leading
         axis of size S, the batches are shared), progress (True: tqdm on
-        process 0). Checked before anything runs.
+        process 0), steps_per_call (1: one jitted call per step; k > 1: up to k
+        steps per call in a ``lax.scan``, SIGTERM honoured within k steps; see
+        the module docstring). Checked before anything runs. Parameter and
+        update norms are computed on logged steps only.
       workdir: run folder (its parent must exist).
     Returns:
       ``(state, summary)``; ``summary`` is also written to ``summary.json``.
     Raises:
-      NonFiniteError: a non-finite loss, gradient or parameter norm (the newest
-        checkpoint, if any, is finite); Preempted: SIGTERM (state saved).
+      NonFiniteError: a non-finite loss or gradient norm (at that step), or
+        parameter norm (checked on logged steps), or state (checked before a
+        save); the newest checkpoint, if any, is finite. Preempted: SIGTERM
+        (state saved).
     """
     cfg = _check_config(config)
     workdir = check_workdir(workdir)
@@ -277,16 +300,78 @@ def train_and_evaluate(task: Task, config, workdir) -> tuple[TrainState, dict]:
 
 def _run(task, cfg, state, start, rows, mesh, data_key, log, pre, ckpt_dir, workdir):
     """The step loop of :func:`train_and_evaluate` (after restore)."""
-    num_steps, num_seeds = cfg["num_steps"], cfg["num_seeds"]
-    step_fn = make_train_step(task.loss_fn, task.tx, mesh=mesh, num_seeds=num_seeds)
+    num_steps, num_seeds, k = cfg["num_steps"], cfg["num_seeds"], cfg["steps_per_call"]
+    # norms=True only where the row is logged; every other step keeps grad_norm
+    # (one reduction) so that a non-finite loss or gradient stops at its step.
+    step_fns = {norms: make_train_step(task.loss_fn, task.tx, mesh=mesh, num_seeds=num_seeds,
+                                       norms=norms) for norms in (True, "grad")}
+    chunk_fns = {}  # (length, logged) -> jitted lax.scan over the steps
     eval_step = (make_eval_step(task.eval_fn, mesh=mesh, num_seeds=num_seeds)
                  if task.eval_fn else None)
     batch_fn = jax.jit(task.batch_fn)
+    key_data = parallel.replicate(jax.random.key_data(data_key), mesh)
     is_main = jax.process_index() == 0
     # Faked CPU devices share one thread pool: with several steps in flight their
     # all-reduce rendezvous can starve each other, so keep one step in flight.
     sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
     saved = start or None  # newest checkpoint of this run (restored or written)
+
+    def events(s):
+        """(logging, evaluating, saving) after step ``s``."""
+        logging = bool(cfg["log_every"]) and (s % cfg["log_every"] == 0 or s == num_steps)
+        evaluating = bool(cfg["eval_every"]) and s % cfg["eval_every"] == 0 and s < num_steps
+        saving = (bool(cfg["checkpoint_every"]) and s % cfg["checkpoint_every"] == 0
+                  and s < num_steps)  # the final save comes after the final eval
+        return logging, evaluating, saving
+
+    def call_end(s):
+        """The step a call starting after step ``s`` runs to: a function of ``s``
+        alone (absolute step numbers), so every run, resumed or not, cuts the
+        steps into the same calls. The next event or multiple of ``k``; a shorter
+        remainder is cut into powers of two (few distinct compiled lengths). A
+        logged call of 2 steps is run as 1 + 1: its scan would have one trip,
+        which XLA inlines and fuses across the two steps (not bitwise equal to
+        separate steps on CPU)."""
+        e = s + 1
+        while e < num_steps and e % k and not any(events(e)):
+            e += 1
+        n = e - s
+        end = e if n == k else s + (1 << (n.bit_length() - 1))
+        return s + 1 if end - s == 2 and events(end)[0] else end
+
+    def chunk_fn(n, logged):
+        """Jitted ``(state, key_data, first) -> (state, stacked, last)``: steps
+        ``first .. first+n-1`` (0-based, traced int32) in one call. Not
+        ``logged``: all ``n`` in a ``lax.scan`` without the parameter and update
+        norms (``stacked``: measurements on a leading axis ``n``; ``last`` None);
+        ``logged``: the first ``n - 1`` so, the last with all norms (``last``)."""
+        if (n, logged) in chunk_fns:
+            return chunk_fns[(n, logged)]
+        inner, last = (train_step_fn(task.loss_fn, task.tx, norms=x) for x in ("grad", True))
+        if num_seeds is not None:
+            inner, last = (jax.vmap(f, in_axes=(0, None)) for f in (inner, last))
+        impl = jax.random.key_impl(data_key)
+
+        def run(state, kd, first):
+            dkey = jax.random.wrap_key_data(kd, impl=impl)
+
+            def batch(t):
+                b = task.batch_fn(dkey, t)
+                if mesh is not None:
+                    b = jax.lax.with_sharding_constraint(b, parallel.batch_sharding(mesh))
+                return b
+
+            state, stacked = jax.lax.scan(lambda st, t: inner(st, batch(t)), state,
+                                          first + jnp.arange(n - logged, dtype=jnp.int32))
+            if not logged:
+                return state, stacked, None
+            state, m = last(state, batch(first + n - 1))
+            return state, stacked, m
+
+        rep = parallel.replicated(mesh)
+        chunk_fns[(n, logged)] = jax.jit(run, donate_argnums=(0,),
+                                         in_shardings=(rep, rep, rep), out_shardings=rep)
+        return chunk_fns[(n, logged)]
 
     def evaluate(state):
         if eval_step is None:
@@ -305,19 +390,27 @@ def _run(task, cfg, state, start, rows, mesh, data_key, log, pre, ckpt_dir, work
         return (f"the newest checkpoint, {ckpt_dir / f'{saved:010d}'}, is finite"
                 if saved else "no checkpoint of this run was saved")
 
-    def check(step, metrics):
-        """Raises NonFiniteError if a watched measurement of ``step`` is not finite."""
-        vals = jax.device_get({k: metrics[k] for k in WATCHED if k in metrics})
-        for k in WATCHED:
-            v = np.asarray(vals.get(k, 0.0))
-            if not np.isfinite(v).all():
-                seeds = (f" (seeds {np.flatnonzero(~np.isfinite(v)).tolist()})"
-                         if v.ndim else "")
-                raise NonFiniteError(
-                    f"non-finite {k} at step {step}{seeds}: {v.tolist()}; training "
-                    f"stopped and nothing after step {step - 1} was saved ({newest()}). "
-                    "Lower the learning rate or clip gradients, then start again or "
-                    "resume with --resume.", step, k)
+    def check(first, stacked, metrics):
+        """Raises NonFiniteError at the first of steps ``first, first+1, ...``
+        (``stacked``: their measurements on a leading axis, or None; ``metrics``:
+        the step after them, or None) whose watched measurement is not finite."""
+        got = jax.device_get([{k: m[k] for k in WATCHED if k in m} if m is not None else None
+                              for m in (stacked, metrics)])
+        n = len(got[0]["loss"]) if got[0] is not None else 0
+        per_step = [{k: v[i] for k, v in got[0].items()} for i in range(n)]
+        per_step += [got[1]] if got[1] is not None else []
+        for i, vals in enumerate(per_step):
+            step = first + i
+            for k in WATCHED:
+                v = np.asarray(vals.get(k, 0.0))
+                if not np.isfinite(v).all():
+                    seeds = (f" (seeds {np.flatnonzero(~np.isfinite(v)).tolist()})"
+                             if v.ndim else "")
+                    raise NonFiniteError(
+                        f"non-finite {k} at step {step}{seeds}: {v.tolist()}; training "
+                        f"stopped and nothing after step {step - 1} was saved ({newest()}). "
+                        "Lower the learning rate or clip gradients, then start again or "
+                        "resume with --resume.", step, k)
 
     def save(state, step):
         nonlocal saved
@@ -344,7 +437,7 @@ def _run(task, cfg, state, start, rows, mesh, data_key, log, pre, ckpt_dir, work
             save(state, step)
         raise Preempted(saved, ckpt_dir / f"{saved:010d}" if saved else None)
 
-    pending = None  # (step, metrics) not yet checked for finiteness
+    pending = None  # (first step, stacked, metrics) not yet checked for finiteness
     bar = None
     if cfg["progress"] and is_main and num_steps > start:
         from tqdm.auto import tqdm
@@ -356,19 +449,24 @@ def _run(task, cfg, state, start, rows, mesh, data_key, log, pre, ckpt_dir, work
         while step < num_steps:
             if pre.flag:
                 preempt(state, step)
-            batch = parallel.shard_batch(batch_fn(data_key, step), mesh)
-            state, metrics = step_fn(state, batch)
+            end = call_end(step) if k > 1 else step + 1
+            logging, evaluating, saving = events(end)
+            if end - step == 1:
+                batch = parallel.shard_batch(batch_fn(data_key, step), mesh)
+                state, metrics = step_fns[True if logging else "grad"](state, batch)
+                stacked = None
+            else:
+                state, stacked, metrics = chunk_fn(end - step, logging)(
+                    state, key_data, np.int32(step))
             if sync_each_step:
-                jax.block_until_ready(metrics)
-            if pending is not None:  # checked one step late: keeps a step in flight
+                jax.block_until_ready((stacked, metrics))
+            if pending is not None:  # checked one call late: keeps a call in flight
                 check(*pending)
-            step += 1
-            steps_done += 1
-            pending = (step, metrics)
-            logging = cfg["log_every"] and (step % cfg["log_every"] == 0 or step == num_steps)
-            evaluating = cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < num_steps
-            saving = (cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0
-                      and step < num_steps)  # the final save comes after the final eval
+            steps_done += end - step
+            if bar is not None:
+                bar.update(end - step - 1)
+            pending = (step + 1, stacked, metrics)  # steps are numbered from 1 in rows
+            step = end
             if logging or evaluating or saving or pre.flag:
                 check(*pending)
                 pending = None

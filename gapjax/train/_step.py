@@ -32,19 +32,21 @@ def global_norm(tree) -> jax.Array:
 
 
 def train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, *,
-                  norms: bool = True):
+                  norms: bool | str = True):
     """The un-jitted step ``(state, batch) -> (state, metrics)``.
 
     Use this to ``jax.vmap`` over seeds (``in_axes=(0, None)``) or to compose
     inside your own jit; :func:`make_train_step` jits it. ``metrics`` holds
     ``loss``, the loss's ``aux`` and, with ``norms=True``, ``grad_norm``,
-    ``param_norm``, ``update_norm``. The three global norms are a reduction
-    over every parameter each (about 9% of a small MLP step on CPU); a loop
-    that logs every ``n`` steps can compile a second step with ``norms=False``
-    and use it between logging steps: the new state is the same either way.
+    ``param_norm``, ``update_norm``; with ``norms="grad"`` only ``grad_norm``.
+    The three global norms are a reduction over every parameter each (about 9%
+    of a small MLP step on CPU); a loop that logs every ``n`` steps can compile
+    a second step with ``norms=False`` (or ``"grad"``, to keep watching the
+    gradient) and use it between logging steps: the new state is the same
+    either way.
     """
-    if not isinstance(norms, bool):
-        raise TypeError(f"norms must be a bool, got {type(norms).__name__}")
+    if not (isinstance(norms, bool) or norms == "grad"):
+        raise TypeError(f"norms must be True, False or 'grad', got {norms!r}")
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
         key = step_key(state)
@@ -53,7 +55,9 @@ def train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, *,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, **aux}
-        if norms:
+        if norms == "grad":
+            metrics.update(grad_norm=global_norm(grads))
+        elif norms:
             metrics.update(grad_norm=global_norm(grads), param_norm=global_norm(params),
                            update_norm=global_norm(updates))
         new_state = state.replace(step=state.step + 1, params=params,
@@ -65,7 +69,8 @@ def train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, *,
 
 def scan_train_steps(loss_fn: LossFn, tx: optax.GradientTransformation,
                      state: TrainState, batch_fn: Callable[[jax.Array], Any],
-                     num_steps: int, *, norms: bool = True) -> tuple[TrainState, dict]:
+                     num_steps: int, *, norms: bool | str = True
+                     ) -> tuple[TrainState, dict]:
     """``num_steps`` updates of :func:`train_step_fn` inside one ``lax.scan``.
 
     For small models trained in full inside a jit/vmap (fold models, ensembles,
@@ -87,7 +92,7 @@ def scan_train_steps(loss_fn: LossFn, tx: optax.GradientTransformation,
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
                     mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None,
-                    donate: bool = True, norms: bool = True):
+                    donate: bool = True, norms: bool | str = True):
     """One ``jax.jit``-compiled update with donated state.
 
     Arguments:
@@ -101,7 +106,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
         sharing the batch; metrics get the same leading axis.
       donate: donate the input state's buffers (default True).
       norms: also return ``grad_norm``, ``param_norm``, ``update_norm`` (default
-        True; see :func:`train_step_fn`).
+        True; ``"grad"``: only ``grad_norm``; see :func:`train_step_fn`).
     Returns:
       ``step(state, batch) -> (new_state, metrics)``.
     """
