@@ -416,6 +416,15 @@ def test_norms_on_logged_steps_only_and_scanned_calls_are_bitwise(tmp_path, monk
                         lambda *a, norms=True, **kw: make_step(*a, norms=True, **kw))
     ref, _ = train_and_evaluate(make_task(), CFG, tmp_path / "all_norms")
     _assert_same_run(ref, tmp_path / "all_norms", straight)
+    # a batch sharded over 2 (faked CPU) devices
+    two = dict(CFG, log_every=10, eval_every=0, checkpoint_every=0, num_steps=12,
+               num_devices=2)
+    runs = [train_and_evaluate(make_task(), dict(two, steps_per_call=k), tmp_path / f"dev{k}")
+            for k in (1, 4)]
+    for a, b in zip(*(_params(s) for s, _ in runs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ((tmp_path / "dev1" / "metrics.jsonl").read_text()
+            == (tmp_path / "dev4" / "metrics.jsonl").read_text())
     # a seed axis
     runs = [train_and_evaluate(_quad_task(), dict(QCFG, num_steps=20, log_every=5,
                                                   num_seeds=2, steps_per_call=k),
