@@ -6,7 +6,9 @@ Runs ``experiments/<name>.py:run(out_dir, quick)`` for every name in
 :data:`gapjax.report.EXPERIMENTS` (or those given), and writes
 ``DIR/report.md`` (claim, measured, target, PASS/FAIL, figure) and
 ``DIR/report.json`` (list of objects with ``experiment``, ``claim``,
-``measured``, ``target``, ``passed``). An experiment that crashes is reported
+``measured``, ``target``, ``passed``), ``DIR/timings.json`` and ``DIR/run.json``
+(the command, the git commit when run from a checkout, start/end, load average
+before/after, machine). An experiment that crashes is reported
 as one FAIL row with the error, and the others still run; the exit code is 1
 if any experiment crashed, 75 (``EX_TEMPFAIL``, "requeue") if it was stopped by
 SIGTERM, else 0 (a FAIL claim is a result, not a crash). On Linux CPU it keeps
@@ -57,6 +59,42 @@ def run_experiments(names, out: pathlib.Path, quick: bool) -> tuple[list[Claim],
     return rows, timings, crashed
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _load():
+    try:
+        return [float(v) for v in open("/proc/loadavg").read().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+def _commit() -> str | None:
+    """``git describe --always --dirty`` of the checkout gapjax runs from, if any."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, cwd=pathlib.Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _provenance(argv, started, load_before, total) -> dict:
+    """What ``run.json`` records: how to make the report again and where it ran."""
+    import os
+
+    return {"command": "python -m gapjax.reproduce " + " ".join(argv),
+            "commit": _commit(), "started": started, "ended": _now(),
+            "wall_s": round(total, 1), "load_before": load_before, "load_after": _load(),
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": jax.device_count()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gapjax.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True,
                     help="output folder (created with its parents if missing)")
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(EXPERIMENTS))
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -80,6 +119,8 @@ def main(argv=None) -> int:
         ap.error(f"--out {out} cannot be created: {e}")
     quick = not args.full
     t0 = time.perf_counter()
+    started = _now()
+    load_before = _load()
     keep_host_memory()
     try:
         rows, timings, crashed = run_experiments(names, out, quick)
@@ -94,6 +135,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     md, js = write_report(rows, out, header)
     (out / "timings.json").write_text(json.dumps({"total_s": total, **timings}, indent=1))
+    (out / "run.json").write_text(json.dumps(_provenance(
+        argv, started, load_before, total), indent=1))
     n_pass = sum(bool(r.passed) for r in rows)
     print(f"[reproduce] {n_pass}/{len(rows)} claims PASS; report: {md} (and {js.name})")
     return 1 if crashed else 0

@@ -101,6 +101,9 @@ def test_cli_creates_missing_parents_of_out(tmp_path, monkeypatch):
     out = tmp_path / "a" / "b" / "quick"
     assert reproduce.main(["--quick", "--out", str(out), "--only", "scaling"]) == 0
     assert (out / "report.md").is_file() and (out / "report.json").is_file()
+    run = json.loads((out / "run.json").read_text())  # how to make the report again
+    assert run["command"] == f"python -m gapjax.reproduce --quick --out {out} --only scaling"
+    assert run["cpus"] >= 1 and run["wall_s"] >= 0 and run["started"] <= run["ended"]
 
 
 def test_a_preempted_experiment_exits_75_without_a_report(tmp_path, monkeypatch):
