@@ -115,7 +115,9 @@ def train_backbone(cfg, fold: int, workdir: pathlib.Path, min_scale: float = 1.0
                 batch_fn=batch_fn, eval_fn=eval_fn, eval_batches=eval_batches)
     tcfg = dict(seed=cfg.seed + 1000 * fold, num_steps=cfg.num_steps, eval_every=0,
                 log_every=max(cfg.num_steps // 10, 1), checkpoint_every=0,
-                keep_checkpoints=1, resume=bool(cfg.resume), num_devices=cfg.num_devices,
+                keep_checkpoints=1, num_devices=cfg.num_devices,
+                # resume only a backbone that was saved (no "nothing to resume" warning)
+                resume=bool(cfg.resume) and (workdir / "checkpoints").is_dir(),
                 progress=False)
     workdir.mkdir(parents=True, exist_ok=True)
     state, summary = train_and_evaluate(task, tcfg, workdir)
