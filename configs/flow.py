@@ -12,7 +12,7 @@ its time budget (the choice on seed 0 used batch 256).
 
 The full preset is the largest scale of these experiments that fits issue 13's
 budget (about 2 hours on a quiet 2-core CPU, shared with another full preset):
-all four 2D targets (8 Gaussians, moons, checkerboard, the Gaussian mixture),
+four 2D targets (8 Gaussians, moons, checkerboard, spirals),
 wider 2D nets and 2-2.7x the quick training steps, N = 1, 2, 4, 8 on digits,
 5x the policy's demonstrations and 2.5x its rollouts, 2x the 2D pairs and
 evaluation samples. What differs from an
@@ -23,6 +23,8 @@ counts are 4000 / 800 (pre-train / fine-tune) instead of 8000-15000 / 2000-3000.
 """
 
 import ml_collections
+
+from gapjax.data import TOY2D
 
 
 def get_config(arg=None):
@@ -38,7 +40,7 @@ def get_config(arg=None):
     late = dict(t_c=0.75, res_rate=0.5, res_scale=2.0, free_init=1.0, free_lip=10.0)
     # 2D few-step gap
     c.toy = ml_collections.ConfigDict(dict(
-        datasets=("8gaussians",) if quick else ("8gaussians", "moons", "checkerboard", "gmm"),
+        datasets=("8gaussians",) if quick else ("8gaussians", "moons", "checkerboard", "spirals"),
         n_steps=(1, 2, 4, 8), hidden=(64, 64, 64) if quick else (128, 128, 128),
         pretrain_steps=1500 if quick else 4000, ft_steps=300 if quick else 800,
         batch_size=128 if quick else 256, num_pairs=4096 if quick else 8192,
@@ -82,7 +84,7 @@ def _flow_constraints():
         counts=tuple(counts), nonneg_counts=("seed",), positive=tuple(positive),
         fractions=tuple(f"{p}.t_c" for p in ("toy", "digits", "policy")),
         finite=("theory.mu",),
-        choices={"toy.datasets": ("8gaussians", "moons", "checkerboard", "spirals", "gmm"),
+        choices={"toy.datasets": tuple(sorted(TOY2D)),
                  "digits.net": ("mlp", "conv")})
 
 
