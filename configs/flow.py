@@ -10,8 +10,9 @@ settings (``t_c``, ``res_scale``, ``free_init``; experiments/flow.py). The quick
 preset trains with batch 128 (toy, policy) and 64 (digits) so that 5 seeds fit
 its time budget (the choice on seed 0 used batch 256).
 
-The full preset is the largest scale of these experiments that fits issue 13's
-budget (about 2 hours on a quiet 2-core CPU, shared with another full preset):
+The full preset is sized to issue 13's budget of at most about 2 hours on the
+2-core CPU (measured: 3742 s on 2026-12-03, sharing the cores with other full
+presets for most of it; experiments/results/full/flow/RUN.md):
 four 2D targets (8 Gaussians, moons, checkerboard, spirals),
 wider 2D nets and 2-2.7x the quick training steps, N = 1, 2, 4, 8 on digits,
 5x the policy's demonstrations and 2.5x its rollouts, 2x the 2D pairs and
