@@ -9,8 +9,8 @@ Presets (both: toy and digits over 5 seeds, SMO over 10 paired seeds):
   quick: 1000-step toy fits, SMO 30 acquisitions from 512 candidates, digits
          300 / 400 steps (f / e). The 2026-12-02 quick run took 353 CPU s.
   full:  the paper's SMO length (50 acquisitions; 1024 candidates; 10 seeds where
-         the paper has 5), 2000-step toy fits, digits 600 / 1000 steps. About
-         twice the quick compute (an estimate: not yet run). What differs from
+         the paper has 5), 2000-step toy fits, digits 600 / 1000 steps. Measured:
+         164 s on 2026-12-03 (experiments/results/full/deup). What differs from
          the paper: candidates are a random set plus incumbent perturbations (the
          official code optimises EI with botorch restarts), e is an MLP on (x,
          log-density, distance) (the official SMO used a GP regressor on (x, GP

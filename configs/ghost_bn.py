@@ -17,7 +17,8 @@ the distance itself is logged at every update in metrics.jsonl). 5 seeds (the
 minimum for the intervals; 8 before issue 13): the RA run, 10080 updates of
 batch 448, dominates the cost. Measured on the shared 2-core machine at load
 ~16 (2026-12-02): 1.37 s per vmapped RA step and 0.12 s per SB step, i.e.
-about 4.2 h for the whole preset there; not yet run to completion.
+about 4.2 h for the whole preset there. Run to completion on 2026-12-03 in
+3455 s beside other full presets (experiments/results/full/ghost_bn).
 
 Batch sizes: the digits train split has 1347 images. ``large_batch = 448``
 uses 1344 of them per epoch (3 updates), and so do ``small_batch`` 32 (42
