@@ -71,15 +71,22 @@ def _load():
 
 
 def _commit() -> str | None:
-    """``git describe --always --dirty`` of the checkout gapjax runs from, if any."""
+    """``git describe --always --dirty`` of the checkout gapjax runs from, if any
+    (None for an installed gapjax: its folder may sit inside another project's
+    repository, whose commit would be the wrong one)."""
     import subprocess
 
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists() or not (root / "pyproject.toml").is_file():
+        return None
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=10, cwd=pathlib.Path(__file__).parent)
+                             text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def _provenance(argv, started, load_before, total) -> dict:
