@@ -200,6 +200,10 @@ def test_sigkill_and_sigterm_at_random_times_resume_exactly(tmp_path, straight):
         out = proc.communicate(timeout=300)[0].decode()
         if proc.returncode == 0:  # the run had already finished
             assert "exited normally" in out
+        elif sig == signal.SIGTERM and proc.returncode == -signal.SIGTERM:
+            # arrived after the loop's last check (possibly after the run finished):
+            # passed on to the default handler, as _Preemption documents; CI hit this
+            assert "Traceback" not in out, out[-2000:]
         elif sig == signal.SIGTERM:
             assert proc.returncode == 75, out[-2000:]
             step = int(out.split("preempted at step ")[1].split(",")[0])
