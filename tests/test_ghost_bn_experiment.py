@@ -71,3 +71,28 @@ def test_runs_go_through_the_shared_loop_and_resume(tmp_path):
     for name in exp.RUNS:
         np.testing.assert_array_equal(first["runs"][name]["test_acc"],
                                       again["runs"][name]["test_acc"])
+
+
+def test_budget_variant_reports_the_gap_claims_again_from_its_own_runs(tmp_path):
+    """The fixed-epoch-budget variant trains the five runs again under its own
+    epochs and base key. Wiring check by invariance: with the main run's epochs
+    and seed it reproduces the main accuracies exactly; with another seed it
+    does not."""
+    cfg = _tiny()
+    cfg.budget_variant_epochs, cfg.variant_seed = cfg.epochs, cfg.seed
+    same = exp.main(cfg, tmp_path / "same")
+    assert len(same["claims"]) == 6 + 5
+    labelled = [c for c in same["claims"] if c["claim"].startswith("[2-epoch budget] ")]
+    assert len(labelled) == 5 and not any("log t" in c["claim"] for c in labelled)
+    assert (tmp_path / "same" / labelled[0]["figure"]).exists()
+    assert labelled[0]["figure"] != same["claims"][0]["figure"]
+    for name in exp.RUNS:
+        np.testing.assert_array_equal(same["budget_variant"]["runs"][name]["test_acc"],
+                                      same["runs"][name]["test_acc"])
+    cfg.budget_variant_epochs, cfg.variant_seed = 1, cfg.seed + 1
+    other = exp.main(cfg, tmp_path / "other")
+    v = other["budget_variant"]
+    assert v["epochs"] == 1 and v["seed"] == cfg.seed + 1
+    assert v["runs"]["SB"]["updates"] == 1347 // 16 and v["runs"]["LB"]["updates"] == 1344 // 64
+    assert not np.array_equal(v["runs"]["SB"]["final_train_loss"],
+                              other["runs"]["SB"]["final_train_loss"])
