@@ -18,7 +18,8 @@ minimum for the intervals; 8 before issue 13): the RA run, 10080 updates of
 batch 448, dominates the cost. Measured on the shared 2-core machine at load
 ~16 (2026-12-02): 1.37 s per vmapped RA step and 0.12 s per SB step, i.e.
 about 4.2 h for the whole preset there. Run to completion on 2026-12-03 in
-3455 s beside other full presets (experiments/results/full/ghost_bn).
+3455 s beside other full presets, and again with the 10-epoch variant in 1926 s
+alone (experiments/results/full/ghost_bn).
 
 The full preset's 120 epochs give the large batch enough updates (360) to fit
 the training set (train accuracy 1.0 in all five runs), so the gap that remains
