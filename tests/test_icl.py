@@ -535,3 +535,54 @@ def test_evaluate_seeds_equals_per_seed_evaluation(getkey):
         np.testing.assert_allclose(r["model"]["nll"], ref["model"]["nll"], rtol=1e-5)
     # not vacuous: different initialisations give different predictions
     assert not np.allclose(got[0]["model"]["mse"], got[1]["model"]["mse"])
+
+
+def _attention_f64(q, k, v, mask):
+    """GPT-2's eager attention in float64 NumPy: scores, masked fill, softmax."""
+    q, k, v = (np.asarray(t, np.float64).transpose(0, 2, 1, 3) for t in (q, k, v))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    s = np.where(np.asarray(mask), s, -np.inf)
+    a = np.exp(s - s.max(-1, keepdims=True))
+    return (a / a.sum(-1, keepdims=True) @ v).transpose(0, 2, 1, 3)
+
+
+@pytest.mark.parametrize("window,tpp", [(None, 2), (3, 2), (2, 1)])
+def test_causal_attention_equals_float64_softmax_attention(x64, getkey, window, tpp):
+    """The deferred-normalisation attention is GPT-2's softmax attention: values
+    to 1e-12 against NumPy float64, gradients to 1e-10 against autodiff of the
+    textbook form (scores / sqrt(c), masked fill, jax.nn.softmax)."""
+    from gapjax.icl._model import causal_attention
+    n = 11
+    q, k, v = (3 * jax.random.normal(getkey(), (2, n, 3, 4), jnp.float64) for _ in range(3))
+    mask = icl.attention_mask(n, window, tpp)
+    np.testing.assert_allclose(causal_attention(q, k, v, mask), _attention_f64(q, k, v, mask),
+                               rtol=1e-12, atol=1e-12)
+
+    def textbook(q, k, v):
+        s = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(4.0)
+        a = jax.nn.softmax(jnp.where(mask, s, jnp.finfo(s.dtype).min), axis=-1)
+        return jnp.einsum("bhqk,bkhc->bqhc", a, v)
+
+    w = jax.random.normal(getkey(), q.shape, jnp.float64)
+    got = jax.grad(lambda *a: jnp.sum(w * causal_attention(*a, mask)), (0, 1, 2))(q, k, v)
+    ref = jax.grad(lambda *a: jnp.sum(w * textbook(*a)), (0, 1, 2))(q, k, v)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_split_dense_is_a_fused_dense_split_in_parts(x64, getkey):
+    """Same parameters (names, shapes, initial values) as nn.Dense(3 e), and
+    the parts are the fused output's thirds (float64, 1e-13)."""
+    import flax.linen as nn
+    from gapjax.icl._model import SplitDense
+    x = jax.random.normal(getkey(), (2, 5, 6), jnp.float64)
+    init = nn.initializers.normal(0.02)
+    key = getkey()
+    ps = SplitDense(4, 3, kernel_init=init).init(key, x)
+    pd = nn.Dense(12, kernel_init=init).init(key, x)
+    assert jax.tree.structure(ps) == jax.tree.structure(pd)
+    jax.tree.map(np.testing.assert_array_equal, ps, pd)
+    ps = jax.tree.map(lambda a: a + jax.random.normal(getkey(), a.shape, a.dtype), ps)
+    parts = SplitDense(4, 3, kernel_init=init).apply(ps, x)
+    fused = nn.Dense(12).apply(ps, x)
+    np.testing.assert_allclose(jnp.concatenate(parts, -1), fused, rtol=1e-13, atol=1e-13)

@@ -72,6 +72,57 @@ def attention_mask(num_tokens: int, window: int | None,
     return mask
 
 
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                     mask: jax.Array) -> jax.Array:
+    """Masked softmax attention, ``softmax(q k^T / sqrt(c) + mask) v`` per head.
+
+    ``q, k, v (B, N, H, C)``, ``mask (N, N)`` boolean (every row must keep at
+    least one key, as causal masks keep the diagonal); returns ``(B, N, H, C)``.
+    Equal to GPT-2's eager attention (scores, masked fill, softmax, product)
+    up to float rounding; computed with the heads moved ahead of the tokens, the
+    scale applied to ``q``, the mask as an additive bias and the softmax
+    normalisation applied after the product with ``v`` (a ``(B, H, N, C)``
+    divide instead of ``(B, H, N, N)``), which takes the number of passes over
+    the ``(B, H, N, N)`` scores from about 9 to 5 in the forward and backward
+    pass (benchmarks/bench_icl.py measures the effect).
+    """
+    scale = jnp.asarray(1.0 / jnp.sqrt(q.shape[-1]), q.dtype)
+    q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q * scale, k, v))
+    bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
+    logits = q @ jnp.swapaxes(k, -1, -2) + bias[None, None]
+    p = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True)))
+    o = (p @ v) / jnp.sum(p, -1, keepdims=True)
+    return jnp.swapaxes(o, 1, 2)
+
+
+class SplitDense(nn.Module):
+    """``Dense(parts * features)`` whose output comes back as ``parts`` arrays.
+
+    The parameters are those of ``nn.Dense(parts * features)`` (``kernel (in,
+    parts * features)``, ``bias``), so checkpoints and GPT-2's fused ``c_attn``
+    layout are unchanged; each part is its own matmul with a slice of the
+    kernel, whose backward pass needs no concatenation of the parts' gradients
+    w.r.t. a fused output (about 20% of a block's step on a CPU).
+    """
+
+    features: int
+    parts: int = 3
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        f = self.features
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.parts * f),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.parts * f,),
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+        lead = (1,) * (x.ndim - 1)
+        return tuple(x @ kernel[:, i * f:(i + 1) * f] + bias[i * f:(i + 1) * f].reshape(lead + (f,))
+                     for i in range(self.parts))
+
+
 class Block(nn.Module):
     """Pre-LayerNorm GPT-2 block (attention + 4x GELU MLP)."""
 
@@ -85,14 +136,10 @@ class Block(nn.Module):
         hd = e // self.n_head
         init = nn.initializers.normal(0.02)
         a = nn.LayerNorm(epsilon=1e-5, name="ln_1")(h)
-        qkv = nn.Dense(3 * e, kernel_init=init, name="c_attn")(a)
-        q, k, v = jnp.split(qkv.reshape(b, n, 3, self.n_head, hd), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(hd).astype(h.dtype)
+        q, k, v = (t.reshape(b, n, self.n_head, hd)
+                   for t in SplitDense(e, 3, kernel_init=init, name="c_attn")(a))
         mask = attention_mask(n, self.window, self.tokens_per_pair)
-        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-        att = jax.nn.softmax(logits, axis=-1)
-        o = jnp.einsum("bhqk,bkhc->bqhc", att, v).reshape(b, n, e)
+        o = causal_attention(q, k, v, mask).reshape(b, n, e)
         h = h + nn.Dense(e, kernel_init=init, name="c_proj")(o)
         m = nn.LayerNorm(epsilon=1e-5, name="ln_2")(h)
         m = nn.Dense(4 * e, kernel_init=init, name="c_fc")(m)
