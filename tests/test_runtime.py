@@ -74,3 +74,48 @@ def test_keep_host_memory_bad_input():
     from gapjax._runtime import keep_host_memory
     with pytest.raises(TypeError, match="cpu_only"):
         keep_host_memory(cpu_only="yes")
+
+
+_STEP_PROBE = """
+import resource, sys
+if sys.argv[1] == "late":                  # start the backend first
+    import jax
+    jax.numpy.ones(1).block_until_ready()
+from gapjax._runtime import keep_host_memory
+applied = keep_host_memory(cpu_only=False)
+import jax, jax.numpy as jnp
+x = jnp.ones((1 << 18, 64), jnp.float32)
+w = jnp.ones((64, 64), jnp.float32) / 64
+f = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(x @ w) @ w), 1))
+temp = f.lower(x, w).compile().memory_analysis().temp_size_in_bytes
+fracs = []
+for _ in range(10):   # the heap grows over the first calls (two calls' scratch
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt   # can be live at once)
+    f(x, w).block_until_ready()
+    fracs.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+                 * resource.getpagesize() / temp)
+print(applied, sorted(fracs[4:])[3])   # the median of calls 5..10
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_step_scratch_is_not_faulted_in_again_when_applied_before_the_backend():
+    """A jitted gradient with a 192 MB scratch: per call, the fraction of the
+    scratch faulted in afresh (median of calls 5..10). Applied before JAX's backend starts: 0;
+    opted out: all of it; applied after the backend started: all of it again (the
+    XLA threads' own malloc arenas mmap large blocks), with a warning."""
+    import os
+
+    def probe(mode, **env):
+        out = subprocess.run([sys.executable, "-c", _STEP_PROBE, mode], capture_output=True,
+                             text=True, timeout=300, env=dict(os.environ, **env))
+        assert out.returncode == 0, out.stderr[-2000:]
+        applied, frac = out.stdout.split()
+        return applied == "True", float(frac), out.stderr
+
+    applied, frac, _ = probe("first")
+    assert applied and frac < 0.02
+    applied, frac, _ = probe("first", GAPJAX_KEEP_HOST_MEMORY="0")
+    assert not applied and frac > 0.9
+    applied, frac, err = probe("late")
+    assert applied and frac > 0.9 and "after JAX's backend started" in err
