@@ -71,7 +71,35 @@ def jax_side(preset, dim, length, batch, steps):
         holders["jax_scan"][0] = s
 
     nparams = sum(x.size for x in jax.tree.leaves(holders["jax"][0].params))
-    return {"jax": run, "jax_scan": run_scan}, int(nparams), (b["xs"], b["ys"])
+    cost = step.lower(holders["jax"][0], b).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return {"jax": run, "jax_scan": run_scan}, int(nparams), (b["xs"], b["ys"]), flops
+
+
+def matmul_roofline(torch=None, n: int = 2048, rounds: int = 5) -> dict:
+    """GFLOP/s of one ``n x n x n`` float32 matmul, jitted JAX and (if given)
+    torch, best of ``rounds``: the machine's attainable matmul rate that the
+    train steps' GFLOP/s are read against."""
+    import time
+
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    fns = {"jax": lambda: mm(a).block_until_ready()}
+    if torch is not None:
+        ta = torch.from_numpy(np.asarray(a).copy())
+        fns["torch"] = lambda: ta @ ta
+    out = {}
+    for k, f in fns.items():
+        f()
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            f()
+            best = min(best, time.perf_counter() - t0)
+        out[k] = 2.0 * n ** 3 / best / 1e9
+    return {"n": n, "gflop_per_s": out}
 
 
 def torch_side(torch, preset, dim, length, steps, data):
@@ -153,7 +181,7 @@ def run(size: str = "full", *, cases=None, rounds=None) -> dict:
     for c in cases:
         c = dict(c, **({"rounds": rounds} if rounds else {}))
         geom = {k: c[k] for k in ("preset", "dim", "length", "batch", "steps")}
-        sides, jparams, data = jax_side(**geom)
+        sides, jparams, data, flops = jax_side(**geom)
         row = {"setting": c, "tokens_per_step": c["batch"] * 2 * c["length"],
                "params": {"jax": jparams}}
         if torch is not None:
@@ -164,9 +192,13 @@ def run(size: str = "full", *, cases=None, rounds=None) -> dict:
         r = H.compare(sides, rounds=c["rounds"], baseline="torch" if torch else None)
         r["steps_per_s"] = {k: c["steps"] / v for k, v in r["median_s"].items()}
         r["tokens_per_s"] = {k: v * row["tokens_per_step"] for k, v in r["steps_per_s"].items()}
+        # XLA's count for one step (both sides run the same model and update)
+        r["gflop_per_step"] = flops / 1e9
+        r["gflop_per_s"] = {k: flops / 1e9 * v for k, v in r["steps_per_s"].items()}
         row.update(r)
         out.append(row)
     res = {"benchmark": "icl", "size": size, "cases": out,
+           "matmul_roofline": matmul_roofline(torch, n=256 if size == "tiny" else 2048),
            "keep_host_memory": host_memory_kept()}
     res["environment"] = H.environment(load_before)
     return res
