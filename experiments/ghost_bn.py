@@ -217,7 +217,7 @@ def claims_from(results: dict, cfg, out_dir, variant: str = "") -> list[report.C
     budget") labels the fixed-budget variant's rows, which carry the five gap
     claims only (the log-t claim is about the main run's long initial phase)."""
     tag = f"[{variant}] " if variant else ""
-    slug = "_" + variant.split("-")[0] + "ep" if variant else ""
+    slug = f"_{int(cfg.epochs)}ep" if variant else ""
     acc = {k: np.asarray(results[k]["test_acc"], np.float64) for k in RUNS}
     ms = {k: _mean_std(v) for k, v in acc.items()}
     fmt = {k: f"{100 * m:.2f} ± {100 * s:.2f}" for k, (m, s) in ms.items()}

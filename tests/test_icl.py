@@ -586,3 +586,12 @@ def test_split_dense_is_a_fused_dense_split_in_parts(x64, getkey):
     parts = SplitDense(4, 3, kernel_init=init).apply(ps, x)
     fused = nn.Dense(12).apply(ps, x)
     np.testing.assert_allclose(jnp.concatenate(parts, -1), fused, rtol=1e-13, atol=1e-13)
+
+
+def test_causal_attention_bad_shapes(getkey):
+    from gapjax.icl._model import causal_attention
+    q = jax.random.normal(getkey(), (1, 4, 2, 3))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        causal_attention(q, q, q, icl.attention_mask(5, None))
+    with pytest.raises(ValueError, match="q, k, v must share"):
+        causal_attention(q, q[:, :3], q, icl.attention_mask(4, None))

@@ -82,10 +82,15 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     up to float rounding; computed with the heads moved ahead of the tokens, the
     scale applied to ``q``, the mask as an additive bias and the softmax
     normalisation applied after the product with ``v`` (a ``(B, H, N, C)``
-    divide instead of ``(B, H, N, N)``), which takes the number of passes over
-    the ``(B, H, N, N)`` scores from about 9 to 5 in the forward and backward
-    pass (benchmarks/bench_icl.py measures the effect).
+    divide instead of ``(B, H, N, N)``), which needs fewer passes over the
+    ``(B, H, N, N)`` scores (benchmarks/bench_icl.py measures the whole step).
     """
+    n = q.shape[1]
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must share the shape (B, N, H, C); got {q.shape}, "
+                         f"{k.shape}, {v.shape}")
+    if jnp.shape(mask) != (n, n):
+        raise ValueError(f"mask must have shape (N, N) = ({n}, {n}), got {jnp.shape(mask)}")
     scale = jnp.asarray(1.0 / jnp.sqrt(q.shape[-1]), q.dtype)
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q * scale, k, v))
     bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
