@@ -18,6 +18,8 @@ import statistics
 import time
 from typing import Any, Callable
 
+from gapjax._runtime import huge_pages_active, reexec_with_huge_pages  # noqa: F401
+
 MAX_QUIET_LOAD = 1.0
 SIZES = ("full", "quick", "tiny")   # tiny: CI smoke sizes, numbers meaningless
 
@@ -28,6 +30,27 @@ def load_1min() -> float | None:
         return float(os.getloadavg()[0])
     except (AttributeError, OSError):
         return None
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KB on Linux
+
+
+def wait_for_quiet(max_wait_s: float = 300.0, poll_s: float = 5.0) -> float:
+    """Sleeps until the 1-minute load average is at most :data:`MAX_QUIET_LOAD`
+    (a benchmark that just ended leaves it near the core count for about a
+    minute), at most ``max_wait_s``; returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s:
+        load = load_1min()
+        if load is None or load <= MAX_QUIET_LOAD:
+            break
+        time.sleep(poll_s)
+    return time.perf_counter() - t0
 
 
 def environment(load_before: float | None) -> dict:
@@ -41,6 +64,7 @@ def environment(load_before: float | None) -> dict:
            "backend": jax.default_backend(), "device_kind": dev.device_kind,
            "device_count": jax.device_count(),
            "load_1min_before": load_before, "load_1min_after": load_after,
+           "huge_pages": huge_pages_active(), "peak_rss_mb": _peak_rss_mb(),
            "reliable": load_before is not None and load_before <= MAX_QUIET_LOAD}
     try:
         import torch

@@ -13,8 +13,9 @@ without the global norms (``jax_scan``). The sides alternate round by round
 (``benchmarks._harness.compare``); each round times ``steps`` consecutive
 steps per side. The JSON records the paired ratios, steps/s and
 tokens/s of both sides, the load average, and whether the process runs with
-``gapjax._runtime.keep_host_memory`` (``benchmarks.run_all`` also runs this
-benchmark once with glibc's default allocator).
+huge pages for large mallocs (``environment.huge_pages``: as the runner, see
+``gapjax._runtime``; ``benchmarks.run_all`` also runs this benchmark once
+without them).
 """
 
 from __future__ import annotations
@@ -173,7 +174,6 @@ def torch_side(torch, preset, dim, length, steps, data):
 
 def run(size: str = "full", *, cases=None, rounds=None) -> dict:
     """Both presets at one size (``SIZES``); ``cases``/``rounds`` override."""
-    from gapjax._runtime import host_memory_kept
     load_before = H.load_1min()
     cases = cases or SIZES[H.check_size(size)]["cases"]
     torch = H.torch_or_none()
@@ -198,24 +198,19 @@ def run(size: str = "full", *, cases=None, rounds=None) -> dict:
         row.update(r)
         out.append(row)
     res = {"benchmark": "icl", "size": size, "cases": out,
-           "matmul_roofline": matmul_roofline(torch, n=256 if size == "tiny" else 2048),
-           "keep_host_memory": host_memory_kept()}
+           "matmul_roofline": matmul_roofline(torch, n=256 if size == "tiny" else 2048)}
     res["environment"] = H.environment(load_before)
     return res
 
 
 def main():
+    H.reexec_with_huge_pages()   # as python -m gapjax.run (GAPJAX_HUGE_PAGES=0: off)
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out")
     ap.add_argument("--size", default="full", choices=H.SIZES)
     ap.add_argument("--rounds", type=int)
-    ap.add_argument("--keep-host-memory", type=int, default=1, choices=(0, 1),
-                    help="1: gapjax._runtime.keep_host_memory() first (as the runner)")
     a = ap.parse_args()
-    if a.keep_host_memory:
-        from gapjax._runtime import keep_host_memory
-        keep_host_memory()
     H.write(run(a.size, rounds=a.rounds), a.out)
 
 

@@ -206,6 +206,7 @@ def run(size: str = "full", *, cases=None, rounds=None, torch_threads=None) -> d
 
 def main():
     from benchmarks import _harness as H
+    H.reexec_with_huge_pages()   # as python -m gapjax.run (GAPJAX_HUGE_PAGES=0: off)
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out")

@@ -3,15 +3,18 @@
     python -m benchmarks.run_all --out DIR [--quick | --tiny] [--only icl,flow]
 
 Each benchmark runs in its own subprocess (``python -m benchmarks.bench_<name>
---size S``): they set process-wide options (float64, 8 faked CPU devices, the
-allocator) that must not leak into one another. ``--quick`` (sized to finish
+--size S``): they set process-wide options (float64, 8 faked CPU devices, huge
+pages) that must not leak into one another. ``--quick`` (sized to finish
 within 5 minutes on one GPU) and the default full size are meant for a quiet
 machine or an accelerator; ``--tiny`` only checks that everything runs (CI).
-The ICL benchmark runs with ``gapjax._runtime.keep_host_memory`` (as the
-runner) and, except at ``--tiny``, a second time with glibc's default allocator
-(``icl_default_allocator``). Writes ``DIR/benchmarks.json``: per benchmark its
-JSON (or its error), wall seconds, and the environment; ``"reliable": false``
-when the 1-minute load average was above 1.0 before the run.
+Every benchmark re-executes itself with huge pages for large mallocs, as the
+runner (``gapjax._runtime``); except at ``--tiny`` the ICL benchmark runs a
+second time without them (``icl_no_huge_pages``, ``GAPJAX_HUGE_PAGES=0``).
+Writes ``DIR/benchmarks.json``: per benchmark its JSON (or its error), wall
+seconds, and the environment; ``"reliable": false``
+when the 1-minute load average was above 1.0 before the run. Before each
+benchmark (except at ``--tiny``) it waits up to 5 minutes for the load left by
+the previous one to fall to 1.0 (``waited_for_quiet_s``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import _harness as H
 
 BENCHMARKS = ("flow", "icl", "repri", "ghost_bn", "deup", "scaling", "parallel")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -72,15 +77,15 @@ def main(argv=None):
     t0 = time.perf_counter()
     runs = []                      # (result name, module, extra env, extra args)
     for name in names:
-        extra = ("--keep-host-memory", "1") if name == "icl" else ()
-        runs.append((name, f"bench_{name}", None, extra))
+        runs.append((name, f"bench_{name}", None, ()))
         if name == "icl" and size != "tiny":
-            runs.append(("icl_default_allocator", "bench_icl", {"GAPJAX_KEEP_HOST_MEMORY": "0"},
-                         ("--keep-host-memory", "0")))
+            runs.append(("icl_no_huge_pages", "bench_icl", {"GAPJAX_HUGE_PAGES": "0"}, ()))
 
     def go(run):
         name, module, env, extra = run
+        waited = 0.0 if a.tiny else H.wait_for_quiet()
         r = _one(module, size, extra_env=env, extra_args=extra)
+        r["waited_for_quiet_s"] = round(waited, 1)
         print(f"== {name} ({size}): {'error' if 'error' in r else 'ok'} in "
               f"{r['wall_s']:.1f} s", flush=True)
         return name, r

@@ -1,76 +1,97 @@
-"""Process-level runtime settings for CPU runs (the runner applies them).
+"""Process-level runtime setting for CPU runs: huge pages for large mallocs.
 
-:func:`keep_host_memory` sets glibc's allocator so that XLA:CPU's per-call
-scratch buffers are reused instead of freshly mapped. Without it every large
-buffer (e.g. the 566 MB temporary of the ICL small-preset train step) is
-``mmap``-ed, page-faulted in (144K faults per step measured) and unmapped on
-every call. With it the faults drop to ~0 and that step ran 1.2-1.3x faster on
-a 2-core CPU (issue 17). The trade-off: freed memory stays in the process, so
-its resident size stays at its peak until exit (and one malloc arena means
-threads share one allocator lock). Opt out with ``GAPJAX_KEEP_HOST_MEMORY=0``.
+XLA:CPU allocates a step's scratch with ``malloc`` on every call (566 MB for the
+ICL small-preset train step, 5.2 GB for the official preset). glibc ``mmap``-s
+such a block, the kernel faults it in one 4 KB page at a time, and ``free``
+unmaps it: 144K page faults per small-preset step measured, a third of the step.
+Where transparent huge pages are in ``madvise`` mode (the kernel default),
+glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc >= 2.35) advises the kernel to
+back those blocks with 2 MB pages. On the 2-core CPU (issue 17) that took the
+faults of 10 small-preset steps plus their torch twins from 9.2M to 0.38M and the
+step from 0.85x to 1.38x eager torch in one process, with the same peak memory:
+blocks are still returned on ``free``.
 
-Measured 2026-12-03 and not adopted (see issue 17's note): applied *before* JAX's
-backend starts, with trimming off (``M_TRIM_THRESHOLD=-1``), these settings take
-the ICL step's page faults to 0 (small preset 0.39 -> 0.27 s per step, official
-gradient 8.0 -> 4.7 s). But with every block in one never-trimmed heap,
-fragmentation grew a benchmark process that alternates JAX and torch steps of
-two presets to 24 GB and it was OOM-killed. Applied as here (after the backend
-starts), XLA's threads keep their own arenas, whose large blocks are still
-mmap-ed, so the effect on XLA's scratch is small.
+glibc reads tunables only at process start, so :func:`reexec_with_huge_pages`
+re-executes the command line (same PID, arguments and environment plus the
+tunable). ``python -m gapjax.run``, ``python -m gapjax.reproduce`` and the
+benchmarks call it first; nothing changes for code that imports gapjax. Opt out
+with ``GAPJAX_HUGE_PAGES=0``.
+
+Tried first and withdrawn (measured 2026-12-03): ``mallopt(M_ARENA_MAX=1,
+M_MMAP_MAX=0, M_TRIM_THRESHOLD=...)`` from inside the process, which keeps freed
+blocks in the heap for reuse. Applied after JAX's backend starts it does not
+reach XLA's threads (their own arenas still ``mmap`` large blocks). Applied
+before, the heap fragmented when JAX and torch steps alternate: 24 GB with
+trimming off, and past 16 GB (killed) with a 2 GB trim threshold, in the ICL
+benchmark process (JAX and torch steps of both presets).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 
-# glibc <malloc.h> parameter numbers.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-OPT_OUT_ENV = "GAPJAX_KEEP_HOST_MEMORY"
-_state = {"applied": False}
+OPT_OUT_ENV = "GAPJAX_HUGE_PAGES"
+_TUNABLE = "glibc.malloc.hugetlb=1"
+_THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
-def host_memory_kept() -> bool:
-    """Whether :func:`keep_host_memory` has been applied in this process."""
-    return _state["applied"]
-
-
-def keep_host_memory(*, cpu_only: bool = True) -> bool:
-    """``mallopt(M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1)`` on Linux.
-
-    The same as ``GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:
-    glibc.malloc.trim_threshold=2147483647`` but set from inside the process.
-    Irreversible for the process: large blocks come from the heap (no ``mmap``)
-    and the heap is never trimmed, so memory is reused across calls and the
-    process keeps its peak memory until it exits.
-
-    Arguments:
-      cpu_only: apply only when JAX's default backend is the CPU (on an
-        accelerator the large buffers live in device memory).
-    Returns:
-      True if applied; False off Linux/glibc, on another backend with
-      ``cpu_only``, or when ``GAPJAX_KEEP_HOST_MEMORY=0`` opts out.
-    """
-    if not isinstance(cpu_only, bool):
-        raise TypeError(f"cpu_only must be a bool, got {type(cpu_only).__name__}")
-    if os.environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    if not sys.platform.startswith("linux"):
-        return False
-    if cpu_only:
-        import jax
-
-        if jax.default_backend() != "cpu":
-            return False
+def _glibc_version() -> tuple[int, int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):      # musl and other libcs: no mallopt
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    ok = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0),
-          mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)]
-    _state["applied"] = all(r == 1 for r in ok)   # mallopt returns 1 on success
-    return _state["applied"]
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()   # "glibc 2.36"
+        major, minor = version.split(".")[:2]
+        return (int(major), int(minor)) if name == "glibc" else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _thp_mode() -> str | None:
+    """The bracketed mode of ``enabled`` (always / madvise / never), or None."""
+    try:
+        with open(_THP_MODE) as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else None
+
+
+def huge_pages_active(environ=None) -> bool:
+    """Whether large mallocs of a process with ``environ`` (default: this one's
+    environment) get transparent huge pages: THP ``always``, or ``madvise``
+    with the glibc tunable set."""
+    environ = os.environ if environ is None else environ
+    mode = _thp_mode()
+    if mode == "always":
+        return True
+    return mode == "madvise" and _TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
+
+
+def huge_pages_env(environ=None) -> dict | None:
+    """``environ`` (default: this process's) with ``glibc.malloc.hugetlb=1``
+    added to ``GLIBC_TUNABLES``, or None when that would change nothing or is
+    not wanted: not Linux, not glibc >= 2.35, transparent huge pages not in
+    ``madvise`` mode, already active, or opted out (``GAPJAX_HUGE_PAGES=0``)."""
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if not sys.platform.startswith("linux") or (_glibc_version() or (0, 0)) < (2, 35):
+        return None
+    if _thp_mode() != "madvise" or huge_pages_active(environ):
+        return None
+    old = environ.get("GLIBC_TUNABLES", "")
+    environ["GLIBC_TUNABLES"] = f"{old}:{_TUNABLE}" if old else _TUNABLE
+    return environ
+
+
+def reexec_with_huge_pages() -> None:
+    """Replaces this process by the same command line with :func:`huge_pages_env`
+    (``os.execve``: same PID, open files and arguments); returns without doing
+    anything when that is None. Call it first thing in a program's ``__main__``
+    (before threads start); never from library code or an interactive session."""
+    env = huge_pages_env()
+    argv = getattr(sys, "orig_argv", None)          # Python >= 3.10
+    if env is None or not argv or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], env)

@@ -11,9 +11,9 @@ Runs ``experiments/<name>.py:run(out_dir, quick)`` for every name in
 before/after, machine). An experiment that crashes is reported
 as one FAIL row with the error, and the others still run; the exit code is 1
 if any experiment crashed, 75 (``EX_TEMPFAIL``, "requeue") if it was stopped by
-SIGTERM, else 0 (a FAIL claim is a result, not a crash). On Linux CPU it keeps
-freed host memory for reuse (:func:`gapjax._runtime.keep_host_memory`; opt out
-with ``GAPJAX_KEEP_HOST_MEMORY=0``).
+SIGTERM, else 0 (a FAIL claim is a result, not a crash). On Linux it re-executes
+itself with huge pages for large mallocs (:mod:`gapjax._runtime`; opt out with
+``GAPJAX_HUGE_PAGES=0``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import sys
 import time
 import traceback
 
-import jax
+if __name__ == "__main__":     # before jax starts any thread
+    from gapjax._runtime import reexec_with_huge_pages
+    reexec_with_huge_pages()
 
-from gapjax._runtime import keep_host_memory
-from gapjax.report import EXPERIMENTS, Claim, write_report
-from gapjax.train import Preempted
+import jax  # noqa: E402
+
+from gapjax.report import EXPERIMENTS, Claim, write_report  # noqa: E402
+from gapjax.train import Preempted  # noqa: E402
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL, as python -m gapjax.run
 
@@ -93,13 +96,15 @@ def _provenance(argv, started, load_before, total) -> dict:
     """What ``run.json`` records: how to make the report again and where it ran."""
     import os
 
+    from gapjax._runtime import huge_pages_active
+
     return {"command": "python -m gapjax.reproduce " + " ".join(argv),
             "commit": _commit(), "started": started, "ended": _now(),
             "wall_s": round(total, 1), "load_before": load_before, "load_after": _load(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": jax.device_count()}
+            "devices": jax.device_count(), "huge_pages": huge_pages_active()}
 
 
 def main(argv=None) -> int:
@@ -128,7 +133,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     started = _now()
     load_before = _load()
-    keep_host_memory()
     try:
         rows, timings, crashed = run_experiments(names, out, quick)
     except Preempted as e:  # SIGTERM inside a training loop: nothing partial is reported

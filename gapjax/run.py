@@ -48,6 +48,8 @@ def _exit_preempted(message: str, summary=None):
 
 
 if __name__ == "__main__":  # before the slow imports: SIGTERM at start-up is a preemption
+    from gapjax._runtime import reexec_with_huge_pages
+    reexec_with_huge_pages()   # Linux CPU: huge pages for XLA's step scratch (GAPJAX_HUGE_PAGES=0)
     signal.signal(signal.SIGTERM, _exit_preempted(
         "preempted (SIGTERM) at start-up, resume with --resume"))
 
@@ -57,7 +59,6 @@ import json  # noqa: E402
 
 from gapjax.config import apply_overrides, load_config  # noqa: E402
 from gapjax.report import EXPERIMENTS, _jsonable  # noqa: E402
-from gapjax._runtime import keep_host_memory  # noqa: E402
 from gapjax.train import (NonFiniteError, Preempted, check_workdir,  # noqa: E402
                           write_metrics)
 
@@ -113,7 +114,6 @@ def main(argv=None) -> int:
 
 
 def _run(experiment, config, workdir, hint) -> int:
-    keep_host_memory()  # CPU: reuse XLA's scratch buffers (opt out: GAPJAX_KEEP_HOST_MEMORY=0)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
     (workdir / "summary.json").unlink(missing_ok=True)  # never an earlier run's as this one's
     try:

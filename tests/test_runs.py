@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from digits_task import make_task
 from gapjax import checkpoint as ckpt
 from gapjax import run as runner
+from gapjax._runtime import huge_pages_env
 from gapjax.train import (NonFiniteError, Preempted, Task, init_train_state,
                           train_and_evaluate, train_step_fn)
 from gapjax.train import _loop
@@ -375,6 +376,10 @@ def test_runner_sigterm_exits_75(tmp_path):
         while time.time() < deadline and not (path.exists() and path.stat().st_size):
             time.sleep(0.05)
         print(name, "signalled", time.strftime("%X"), path.exists())
+        if huge_pages_env() is not None:  # the runner re-executed itself (same PID)
+            environ = pathlib.Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            assert any(e.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in e
+                       for e in environ)
         proc.send_signal(signal.SIGTERM)
     for name, proc in zip(("startup", "training"), procs):
         try:
