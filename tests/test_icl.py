@@ -186,7 +186,8 @@ def test_both_baselines_in_one_jit_finish():
     # 6d3d69a (1 potrf + 4 trsm + 1 getrf LAPACK custom calls in the jit) finished
     # every time on a 2-core x86_64 CPU with jax/jaxlib 0.10.2 at a load of ~4:
     # 34 runs at batch 500/200, with 8 faked devices or not, float64, rank promotion
-    # "raise", keep_host_memory, taskset -c 0 (all finished in 5-9 s wall).
+    # "raise", the since-removed mallopt setting, taskset -c 0 (all finished in 5-9 s
+    # wall). Not memory pressure: that jit's scratch is 4/17/43 MB at batch 50/200/500.
     import subprocess
     import sys
     proc = subprocess.run([sys.executable, "-c", _BOTH_BASELINES_JITTED],
