@@ -596,3 +596,11 @@ def test_causal_attention_bad_shapes(getkey):
         causal_attention(q, q, q, icl.attention_mask(5, None))
     with pytest.raises(ValueError, match="q, k, v must share"):
         causal_attention(q, q[:, :3], q, icl.attention_mask(4, None))
+    # an additive 0 / -inf bias in place of the boolean mask would be read
+    # inverted (-inf as True: attend to the future only): refused
+    bias = jnp.where(icl.attention_mask(4, None), 0.0, -jnp.inf)
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        causal_attention(q, q, q, bias)
+    with pytest.raises(TypeError, match="floating point"):
+        qi = jnp.ones((1, 4, 2, 3), jnp.int32)
+        causal_attention(qi, qi, qi, icl.attention_mask(4, None))

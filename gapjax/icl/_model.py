@@ -91,6 +91,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                          f"{k.shape}, {v.shape}")
     if jnp.shape(mask) != (n, n):
         raise ValueError(f"mask must have shape (N, N) = ({n}, {n}), got {jnp.shape(mask)}")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise TypeError(f"mask must be boolean (True: attend), got {jnp.result_type(mask)}")
+    if not jnp.issubdtype(q.dtype, jnp.floating):
+        raise TypeError(f"q, k, v must be floating point, got {q.dtype}")
     scale = jnp.asarray(1.0 / jnp.sqrt(q.shape[-1]), q.dtype)
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q * scale, k, v))
     bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
