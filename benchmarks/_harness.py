@@ -32,12 +32,14 @@ def load_1min() -> float | None:
         return None
 
 
-def _peak_rss_mb() -> float | None:
+def _memory() -> dict:
+    """The process's peak resident size (MB) and minor page faults so far."""
     try:
         import resource
     except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KB on Linux
+        return {"peak_rss_mb": None, "minor_page_faults": None}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"peak_rss_mb": ru.ru_maxrss / 1024, "minor_page_faults": ru.ru_minflt}  # KB: Linux
 
 
 def wait_for_quiet(max_wait_s: float = 300.0, poll_s: float = 5.0) -> float:
@@ -64,7 +66,7 @@ def environment(load_before: float | None) -> dict:
            "backend": jax.default_backend(), "device_kind": dev.device_kind,
            "device_count": jax.device_count(),
            "load_1min_before": load_before, "load_1min_after": load_after,
-           "huge_pages": huge_pages_active(), "peak_rss_mb": _peak_rss_mb(),
+           "huge_pages": huge_pages_active(), **_memory(),
            "reliable": load_before is not None and load_before <= MAX_QUIET_LOAD}
     try:
         import torch

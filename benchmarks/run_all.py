@@ -12,9 +12,9 @@ runner (``gapjax._runtime``); except at ``--tiny`` the ICL benchmark runs a
 second time without them (``icl_no_huge_pages``, ``GAPJAX_HUGE_PAGES=0``).
 Writes ``DIR/benchmarks.json``: per benchmark its JSON (or its error), wall
 seconds, and the environment; ``"reliable": false``
-when the 1-minute load average was above 1.0 before the run. Before each
-benchmark (except at ``--tiny``) it waits up to 5 minutes for the load left by
-the previous one to fall to 1.0 (``waited_for_quiet_s``).
+when the 1-minute load average was above 1.0 before the run. At full size it
+waits, before each benchmark, up to 5 minutes for the load left by the previous
+one to fall to 1.0 (``waited_for_quiet_s``); ``--quick`` does not wait.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def main(argv=None):
 
     def go(run):
         name, module, env, extra = run
-        waited = 0.0 if a.tiny else H.wait_for_quiet()
+        # full size is for a quiet CPU; --quick (a GPU within 5 minutes) does not wait
+        waited = H.wait_for_quiet() if size == "full" else 0.0
         r = _one(module, size, extra_env=env, extra_args=extra)
         r["waited_for_quiet_s"] = round(waited, 1)
         print(f"== {name} ({size}): {'error' if 'error' in r else 'ok'} in "

@@ -30,9 +30,10 @@ def test_run_all_tiny_writes_one_json(tmp_path):
         assert env["reliable"] == (env["load_1min_before"] <= 1.0), name
     icl = res["benchmarks"]["icl"]
     # every benchmark re-executed itself with huge pages where the machine has them
-    from gapjax._runtime import huge_pages_env
-    want = huge_pages_env() is not None or icl["environment"]["huge_pages"]
+    from gapjax._runtime import huge_pages_active, huge_pages_env
+    want = huge_pages_active(huge_pages_env())   # None: this environment as it is
     assert all(r["environment"]["huge_pages"] == want for r in res["benchmarks"].values())
+    assert all(r["environment"]["minor_page_faults"] > 0 for r in res["benchmarks"].values())
     case = icl["cases"][0]
     assert len(case["rounds"]) == case["setting"]["rounds"] and "jax" in case["median_s"]
     repri = res["benchmarks"]["repri"]
