@@ -6,10 +6,11 @@ such a block, the kernel faults it in one 4 KB page at a time, and ``free``
 unmaps it: 144K page faults per small-preset step measured, a third of the step.
 Where transparent huge pages are in ``madvise`` mode (the kernel default),
 glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc >= 2.35) advises the kernel to
-back those blocks with 2 MB pages. On the 2-core CPU (issue 17) that took the
-faults of 10 small-preset steps plus their torch twins from 9.2M to 0.38M and the
-step from 0.85x to 1.38x eager torch in one process, with the same peak memory:
-blocks are still returned on ``free``.
+back those blocks with 2 MB pages. On the 2-core CPU (issue 17,
+``benchmarks/results/icl_2026-12-03_huge_pages_ab.json``: the ICL benchmark with
+and without, both at a quiet load) the process's minor page faults fell from
+77.7M to 1.7M and the small-preset step from 0.70 to 0.35 s (0.57x -> 1.16x eager
+torch), with the same peak memory: blocks are still returned on ``free``.
 
 glibc reads tunables only at process start, so :func:`reexec_with_huge_pages`
 re-executes the command line (same PID, arguments and environment plus the
